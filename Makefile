@@ -1,0 +1,41 @@
+# The two commands of the README are `make demo` and `make test`; everything else is optional.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SAMPLE_QUERY ?= How do I fail over the Postgres primary when Patroni cannot elect a leader?
+SAMPLE_USER ?= alice
+
+.PHONY: install demo test lint ui bench eval clean db-stop
+
+$(STAMP): pyproject.toml constraints-torch.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch first: unpinned, a dependency would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints-torch.txt -e '.[dev]'
+	# unstructured[pdf] pulls a torchvision that breaks sentence-transformers; the fast PDF
+	# strategy does not use it.
+	$(BIN)/pip uninstall --quiet -y torchvision
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/rag-pipeline run --sample-query "$(SAMPLE_QUERY)" --sample-user $(SAMPLE_USER)
+
+lint: install
+	$(BIN)/ruff check rag_pipeline rag_pipeline_tests scripts
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+test: lint
+	$(BIN)/pytest
+
+ui: install
+	$(BIN)/rag-pipeline ui
+
+db-stop:
+	$(BIN)/rag-pipeline db stop
+
+clean: db-stop
+	rm -rf .rag_data

@@ -1,0 +1,210 @@
+"""`rag-pipeline`: run the pipeline, search, manage the embedded database and index versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import rag_pipeline  # noqa: F401  (applies the offline environment first)
+from rag_pipeline.lib import database
+from rag_pipeline.lib.catalog import ConfigurationError, directory_file_from_env, load_user_access
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    return database.resolve_database_url(os.environ.get("RAG_DATABASE_URL"), args.data_dir)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        url = database.start_embedded_server(args.data_dir)
+        with database.connection(url):
+            pass
+        print(f"embedded PostgreSQL running: {url}")
+    elif args.action == "stop":
+        stopped = database.stop_embedded_server(args.data_dir)
+        print("stopped" if stopped else "not running")
+    elif args.action == "status":
+        status = database.embedded_server_status(args.data_dir)
+        print(json.dumps({k: str(v) for k, v in asdict(status).items()}, indent=2))
+    elif args.action == "url":
+        if args.dagster:
+            print(database.embedded_dagster_storage_url(args.data_dir))
+        else:
+            print(database.start_embedded_server(args.data_dir))
+    return 0
+
+
+def print_hits(query: str, user: str, hits: Sequence[object]) -> None:
+    print(f'\nTop {len(hits)} results for "{query}" as {user}:')
+    for rank, hit in enumerate(hits, 1):
+        heading = " > ".join(hit.heading_path) or "(no heading)"
+        pages = f" p.{','.join(map(str, hit.page_numbers))}" if hit.page_numbers else ""
+        print(f"{rank}. [{hit.score:.3f}] {hit.title}  ({hit.doc_id}{pages})")
+        print(f"   {heading}")
+        print(f"   {hit.uri}#chars={hit.char_start}-{hit.char_end}")
+        snippet = " ".join(hit.text.split())
+        print(f"   {snippet[:220]}{'…' if len(snippet) > 220 else ''}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rag_pipeline.lib.embedding import load_embedder
+    from rag_pipeline.lib.retrieval import search
+
+    access = load_user_access(args.directory or directory_file_from_env(), args.user)
+    with database.connection(_database_url(args)) as conn:
+        hits = search(conn, load_embedder(), args.query, access, args.limit)
+    if args.json:
+        print(json.dumps([asdict(hit) for hit in hits], indent=2, default=str))
+    else:
+        print_hits(args.query, args.user, hits)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from rag_pipeline.runner import prepare_dagster_home, run_pipeline
+
+    prepare_dagster_home(args.data_dir)
+    instance = dg.DagsterInstance.get()
+    run = run_pipeline(instance, args.source or None)
+    print("\nPipeline summary")
+    for key, metadata in sorted(run.metadata.items()):
+        shown = {
+            k: v
+            for k, v in metadata.items()
+            if isinstance(v, int | float | bool | str) and k not in ("preview",)
+        }
+        print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in list(shown.items())[:9]))
+    quarantined = [
+        (entry["doc_id"], entry["reason_code"])
+        for key, metadata in run.metadata.items()
+        if key.startswith("source_documents")
+        for entry in metadata.get("quarantine", [])  # type: ignore[union-attr]
+    ]
+    if quarantined:
+        print("\nQuarantined documents")
+        for doc_id, reason in quarantined:
+            print(f"  {doc_id}: {reason}")
+    if run.failed_sources:
+        print(f"\nFAILED sources: {run.failed_sources}", file=sys.stderr)
+    if not run.index_succeeded:
+        print("\nFAILED: the index version was not built or not promoted", file=sys.stderr)
+    if run.succeeded and args.sample_query:
+        from rag_pipeline.lib.embedding import load_embedder
+        from rag_pipeline.lib.retrieval import search
+
+        access = load_user_access(directory_file_from_env(), args.sample_user)
+        with database.connection(_database_url(args)) as conn:
+            hits = search(conn, load_embedder(), args.sample_query, access, 3)
+        print_hits(args.sample_query, args.sample_user, hits)
+        if not hits:
+            print("FAILED: the sample search returned nothing", file=sys.stderr)
+            return 1
+    return 0 if run.succeeded else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from rag_pipeline.runner import REPO_ROOT, prepare_dagster_home
+
+    home = prepare_dagster_home(args.data_dir)
+    print(
+        f"DAGSTER_HOME={home}; storage on {database.redact_url(os.environ['RAG_DAGSTER_PG_URL'])}"
+    )
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    os.execvp("dagster", ["dagster", "dev", "-w", workspace, *args.dagster_args])
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from rag_pipeline.lib import index_versions
+    from rag_pipeline.lib.quality_gates import BLOCKING_GATES
+
+    with database.connection(_database_url(args)) as conn:
+        if args.action == "status":
+            active = index_versions.active_version_id(conn)
+            print(f"serving version: {active}")
+            for version in index_versions.list_versions(conn):
+                failed = f" failed={version.failed_checks}" if version.failed_checks else ""
+                print(
+                    f"  v{version.version_id:<4} {version.status:<9}"
+                    f" docs={version.document_count:<6} chunks={version.chunk_count:<7}"
+                    f" created={version.created_at:%Y-%m-%d %H:%M:%S}"
+                    f" model={version.model_key}{failed}"
+                )
+        elif args.action == "diff":
+            version = args.version or index_versions.active_version_id(conn)
+            if version is None:
+                print("no index version yet", file=sys.stderr)
+                return 1
+            print(json.dumps(index_versions.version_diff(conn, version), indent=2))
+        elif args.action == "promote":
+            switched = index_versions.promote(
+                conn, args.version, actor="cli", required_checks=BLOCKING_GATES, reason=args.reason
+            )
+            print(f"version {args.version} is serving" + ("" if switched else " (already was)"))
+        elif args.action == "rollback":
+            previous = index_versions.rollback(conn, actor="cli", reason=args.reason)
+            print(f"rolled back: version {previous} is serving")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag-pipeline", description=__doc__)
+    parser.add_argument(
+        "--data-dir", help="local data directory (default: $RAG_DATA_DIR or ./.rag_data)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="materialize every asset (all sources, then the index)")
+    run.add_argument("--source", action="append", help="only this source (repeatable)")
+    run.add_argument("--sample-query", default="", help="search this after the run")
+    run.add_argument("--sample-user", default="alice")
+    run.set_defaults(handler=cmd_run)
+
+    search = commands.add_parser("search", help="search the serving index as a user")
+    search.add_argument("query")
+    search.add_argument("--user", required=True)
+    search.add_argument("--limit", type=int, default=5)
+    search.add_argument("--directory", help="users file (default: $RAG_DIRECTORY_FILE or sample)")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(handler=cmd_search)
+
+    db = commands.add_parser("db", help="the embedded PostgreSQL server")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("--dagster", action="store_true", help="with url: Dagster's storage URL")
+    db.set_defaults(handler=cmd_db)
+
+    ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
+    ui.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed to dagster dev")
+    ui.set_defaults(handler=cmd_ui)
+
+    index = commands.add_parser("index", help="index versions: status, diff, promote, rollback")
+    index.add_argument("action", choices=["status", "diff", "promote", "rollback"])
+    index.add_argument("version", nargs="?", type=int)
+    index.add_argument("--reason")
+    index.set_defaults(handler=cmd_index)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.data_dir:
+        # Resources read it from the environment, like the Dagster webserver and daemon do.
+        os.environ["RAG_DATA_DIR"] = str(database.resolve_data_dir(args.data_dir))
+    if args.command == "index" and args.action == "promote" and args.version is None:
+        print("index promote needs a VERSION", file=sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args))
+    except (ConfigurationError, database.DatabaseError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

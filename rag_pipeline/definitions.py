@@ -1,0 +1,24 @@
+"""The code location: every stage's assets, checks, jobs, schedules and sensors, plus resources."""
+
+import dagster as dg
+
+from rag_pipeline.defs import jobs
+from rag_pipeline.defs.chunking import assets as chunking
+from rag_pipeline.defs.connectors import assets as connectors
+from rag_pipeline.defs.connectors import sensors as connector_sensors
+from rag_pipeline.defs.embeddings import assets as embeddings
+from rag_pipeline.defs.indexes import assets as indexes
+from rag_pipeline.defs.indexes import checks as index_checks
+from rag_pipeline.defs.parsing import assets as parsing
+from rag_pipeline.defs.resources import build_resources
+
+STAGES = [connectors, parsing, chunking, embeddings, indexes]
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(STAGES),
+    asset_checks=dg.load_asset_checks_from_modules([index_checks]),
+    jobs=[jobs.ingest_source_job, jobs.build_index_job],
+    schedules=[jobs.daily_reindex_schedule],
+    sensors=[connector_sensors.source_catalog_sensor],
+    resources=build_resources(),
+)

@@ -1,0 +1,62 @@
+import time
+
+import dagster as dg
+
+from rag_pipeline.defs.chunking.assets import chunks
+from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
+from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource, PostgresResource
+from rag_pipeline.lib.parsing import PARSER_KEY
+from rag_pipeline.lib.pipeline_store import count_current_chunks, save_embeddings, texts_to_embed
+
+# Texts embedded and committed together: small enough that a killed run loses little work.
+COMMIT_BATCH = 128
+
+
+@dg.asset(
+    deps=[chunks],
+    partitions_def=SOURCE_PARTITIONS,
+    group_name="embeddings",
+    kinds={"pytorch", "postgres"},
+    retry_policy=TRANSIENT_RETRY,
+    pool="embedder",
+)
+def chunk_embeddings(
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    embedder: EmbedderResource,
+    chunking: ChunkingResource,
+) -> dg.MaterializeResult:
+    """Normalized sentence embeddings of every current chunk, through a per-text cache.
+
+    The cache is keyed by (model, weights digest, backend, text hash): a text already embedded by
+    the same model, in any document or any earlier run, is never embedded again. Batches are
+    committed as they finish, so a killed run resumes without redoing them.
+    """
+    started = time.perf_counter()
+    chunker_key = chunking.chunker_key(embedder)
+    model_key = embedder.model_key()
+    with postgres.connection() as conn:
+        pending = texts_to_embed(conn, context.partition_key, PARSER_KEY, chunker_key, model_key)
+        current = count_current_chunks(conn, context.partition_key, PARSER_KEY, chunker_key)
+        embed_seconds = 0.0
+        if pending:
+            model = embedder.embedder()
+            for offset in range(0, len(pending), COMMIT_BATCH):
+                batch = pending[offset : offset + COMMIT_BATCH]
+                batch_started = time.perf_counter()
+                vectors = model.embed([text for _, text in batch])
+                embed_seconds += time.perf_counter() - batch_started
+                with conn.transaction():
+                    save_embeddings(conn, model_key, [text_hash for text_hash, _ in batch], vectors)
+                context.log.info(f"embedded {offset + len(batch)}/{len(pending)} texts")
+    return dg.MaterializeResult(
+        metadata={
+            "model": model_key,
+            "texts_embedded": len(pending),
+            "current_chunks": current,
+            "cache_hits": current - len(pending),
+            "embed_seconds": round(embed_seconds, 3),
+            "chunks_per_second": round(len(pending) / embed_seconds, 1) if embed_seconds else 0.0,
+            "duration_s": round(time.perf_counter() - started, 3),
+        }
+    )

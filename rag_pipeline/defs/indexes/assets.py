@@ -1,0 +1,135 @@
+import time
+from typing import Any
+
+import dagster as dg
+
+from rag_pipeline.defs.embeddings.assets import chunk_embeddings
+from rag_pipeline.defs.resources import (
+    ChunkingResource,
+    EmbedderResource,
+    IndexPolicyResource,
+    PostgresResource,
+    index_keys,
+)
+from rag_pipeline.lib.index_versions import (
+    PromotionBlockedError,
+    active_version_id,
+    build_candidate,
+    promote,
+)
+from rag_pipeline.lib.quality_gates import BLOCKING_GATES
+
+
+def diff_markdown(diff: dict[str, Any]) -> str:
+    documents = diff.get("documents", {})
+    lines = [f"Against version **{diff.get('base_version')}**", ""]
+    for kind in ("added", "removed", "changed", "acl_changed"):
+        entry = documents.get(kind, {"count": 0, "ids": []})
+        shown = ", ".join(f"`{doc_id}`" for doc_id in entry["ids"][:10])
+        lines.append(f"- documents {kind}: **{entry['count']}** {shown}")
+    chunk_counts = diff.get("chunks", {})
+    lines.append(
+        f"- chunks: +{chunk_counts.get('added', 0)} / -{chunk_counts.get('removed', 0)} "
+        f"/ ={chunk_counts.get('unchanged', 0)}"
+    )
+    for key in ("model_changed", "parser_changed", "chunker_changed"):
+        if diff.get(key):
+            lines.append(f"- **{key.replace('_', ' ')}**")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    deps=[chunk_embeddings],
+    group_name="indexes",
+    kinds={"pgvector", "postgres"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def vector_index(
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    embedder: EmbedderResource,
+    chunking: ChunkingResource,
+) -> dg.MaterializeResult:
+    """A candidate index version over all sources: every current, embedded chunk with its ACL.
+
+    A version is identified by (embedding model, parser, chunker, corpus snapshot); an unchanged
+    corpus maps to the existing version and nothing is written. Vectors are served through an
+    HNSW index (cosine) and text through a GIN-indexed tsvector. The candidate carries a diff
+    against the serving version and is promoted by `active_index` only if its gates pass.
+    """
+    started = time.perf_counter()
+    keys = index_keys(embedder, chunking)
+    with postgres.connection() as conn:
+        candidate = build_candidate(conn, keys, context.run_id)
+        serving = active_version_id(conn)
+    return dg.MaterializeResult(
+        metadata={
+            "version_id": candidate.version_id,
+            "version_created": candidate.created,
+            "version_status": candidate.status,
+            "serving_version_id": serving if serving is not None else -1,
+            "documents": candidate.document_count,
+            "chunks": candidate.chunk_count,
+            "model": keys.model_key,
+            "chunker": keys.chunker_key,
+            "parser": keys.parser_key,
+            "diff": dg.MetadataValue.json(candidate.diff),
+            "duration_s": round(time.perf_counter() - started, 3),
+            "preview": dg.MetadataValue.md(diff_markdown(candidate.diff)),
+        }
+    )
+
+
+def latest_candidate_version(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+) -> int:
+    """The version the latest `vector_index` materialization built or found."""
+    event = context.instance.get_latest_materialization_event(vector_index.key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("vector_index has never been materialized", allow_retries=False)
+    return int(event.asset_materialization.metadata["version_id"].value)
+
+
+@dg.asset(
+    deps=[vector_index],
+    group_name="indexes",
+    kinds={"postgres"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def active_index(
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    index_policy: IndexPolicyResource,
+) -> dg.MaterializeResult:
+    """The serving index version: the latest candidate, once all its blocking gates passed.
+
+    Promotion is one transaction on the `rag.active_index` pointer, so queries see the old or
+    the new version, never a mix; `rag-pipeline index rollback` re-points to the previous one.
+    """
+    version_id = latest_candidate_version(context)
+    with postgres.connection() as conn:
+        previous = active_version_id(conn)
+        switched = False
+        if index_policy.auto_promote:
+            try:
+                switched = promote(
+                    conn,
+                    version_id,
+                    actor=f"dagster run {context.run_id}",
+                    required_checks=BLOCKING_GATES,
+                    reason="automatic promotion after checks",
+                )
+            except PromotionBlockedError as error:
+                raise dg.Failure(str(error), allow_retries=False) from error
+        serving = active_version_id(conn)
+    return dg.MaterializeResult(
+        metadata={
+            "serving_version_id": serving if serving is not None else -1,
+            "previous_version_id": previous if previous is not None else -1,
+            "switched": switched,
+            "preview": dg.MetadataValue.md(
+                f"Serving version **{serving}**"
+                + (f" (was {previous})" if switched else " (unchanged)")
+            ),
+        }
+    )

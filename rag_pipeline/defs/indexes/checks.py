@@ -1,0 +1,69 @@
+from collections.abc import Iterator
+
+import dagster as dg
+
+from rag_pipeline.defs.indexes.assets import latest_candidate_version, vector_index
+from rag_pipeline.defs.resources import (
+    ChunkingResource,
+    EmbedderResource,
+    IndexPolicyResource,
+    PostgresResource,
+    index_keys,
+)
+from rag_pipeline.lib import quality_gates
+from rag_pipeline.lib.index_versions import record_check
+
+GATE_DESCRIPTIONS = {
+    name: (getattr(quality_gates, name).__doc__ or "").strip().splitlines()[0]
+    for name in quality_gates.BLOCKING_GATES
+}
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(name, asset=vector_index, blocking=True, description=description)
+        for name, description in GATE_DESCRIPTIONS.items()
+    ],
+)
+def index_version_gates(
+    context: dg.AssetCheckExecutionContext,
+    postgres: PostgresResource,
+    embedder: EmbedderResource,
+    chunking: ChunkingResource,
+    index_policy: IndexPolicyResource,
+) -> Iterator[dg.AssetCheckResult]:
+    """Blocking quality gates on the candidate version; results are also stored in Postgres.
+
+    A failure stops `active_index` in the same run, and because promotion re-reads the stored
+    results, also refuses a later manual `rag-pipeline index promote` of the same version.
+    """
+    version_id = latest_candidate_version(context)
+    keys = index_keys(embedder, chunking)
+    budget = chunking.config(embedder).budget
+    with postgres.connection() as conn:
+        results = [
+            quality_gates.candidate_covers_live_documents(conn, version_id, keys),
+            quality_gates.chunks_within_token_budget(conn, version_id, budget),
+            quality_gates.embeddings_are_unit_vectors(conn, version_id, keys.model_key),
+            quality_gates.no_unexpected_document_loss(
+                conn, version_id, index_policy.max_removed_fraction
+            ),
+            quality_gates.chunks_trace_to_source(conn, version_id),
+        ]
+        for result in results:
+            with conn.transaction():
+                record_check(conn, version_id, result.name, result.passed, True, result.detail)
+    for result in results:
+        yield dg.AssetCheckResult(
+            check_name=result.name,
+            passed=result.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=result.summary,
+            metadata={
+                "version_id": version_id,
+                **{
+                    key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
+                    for key, value in result.detail.items()
+                },
+            },
+        )

@@ -1,0 +1,141 @@
+"""Configuration that says where documents come from and who may read them.
+
+`sources.yaml` lists the sources (each becomes a Dagster partition); `directory.yaml` maps users to
+their tenant and groups. Both are validated on load with errors that name the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[1] / "sample_corpus"
+DEFAULT_SOURCES_FILE = SAMPLE_CORPUS_DIR / "sources.yaml"
+DEFAULT_DIRECTORY_FILE = SAMPLE_CORPUS_DIR / "directory.yaml"
+SUPPORTED_CONNECTORS = ("filesystem",)
+_SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_PRINCIPAL = re.compile(r"^(user|group):[A-Za-z0-9._@-]+$")
+
+
+class ConfigurationError(ValueError):
+    """A configuration file is missing, malformed, or contradicts itself."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    connector: str
+    path: Path
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class UserAccess:
+    """What one user may read: their tenant's documents whose ACL names one of these principals."""
+
+    user: str
+    tenant: str
+    principals: tuple[str, ...]
+
+
+def sources_file_from_env() -> Path:
+    return Path(os.environ.get("RAG_SOURCES_FILE") or DEFAULT_SOURCES_FILE)
+
+
+def directory_file_from_env() -> Path:
+    return Path(os.environ.get("RAG_DIRECTORY_FILE") or DEFAULT_DIRECTORY_FILE)
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigurationError(f"{path}: file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigurationError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(loaded, dict):
+        raise ConfigurationError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def load_sources(path: Path | str) -> list[SourceConfig]:
+    """Read and validate a sources file; relative source paths are relative to the file."""
+    path = Path(path).resolve()
+    entries = _read_yaml_mapping(path).get("sources")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigurationError(f"{path}: 'sources' must be a non-empty list")
+    sources: list[SourceConfig] = []
+    for position, entry in enumerate(entries):
+        where = f"{path}: sources[{position}]"
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"{where}: expected a mapping")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _SOURCE_NAME.match(name):
+            raise ConfigurationError(
+                f"{where}: 'name' must match {_SOURCE_NAME.pattern} (got {name!r})"
+            )
+        connector = entry.get("connector", "filesystem")
+        if connector not in SUPPORTED_CONNECTORS:
+            raise ConfigurationError(
+                f"{where}: unknown connector {connector!r}; supported: {SUPPORTED_CONNECTORS}"
+            )
+        raw_path = entry.get("path")
+        if not isinstance(raw_path, str) or not raw_path:
+            raise ConfigurationError(f"{where}: 'path' is required")
+        folder = (path.parent / raw_path).resolve()
+        if not folder.is_dir():
+            raise ConfigurationError(f"{where}: folder {folder} does not exist")
+        sources.append(
+            SourceConfig(
+                name=name,
+                connector=connector,
+                path=folder,
+                description=str(entry.get("description", "")),
+            )
+        )
+    names = [source.name for source in sources]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigurationError(f"{path}: duplicate source names {duplicates}")
+    return sources
+
+
+def find_source(sources: list[SourceConfig], name: str) -> SourceConfig:
+    for source in sources:
+        if source.name == name:
+            return source
+    raise ConfigurationError(
+        f"source {name!r} is not configured; known sources: {[s.name for s in sources]}"
+    )
+
+
+def validate_principals(values: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise ConfigurationError(f"{where}: expected a list of 'user:<id>' or 'group:<id>'")
+    bad = [value for value in values if not _PRINCIPAL.match(value)]
+    if bad:
+        raise ConfigurationError(f"{where}: malformed principals {bad}")
+    return tuple(values)
+
+
+def load_user_access(path: Path | str, user: str) -> UserAccess:
+    """The tenant and principals of `user` according to a directory file."""
+    path = Path(path)
+    users = _read_yaml_mapping(path).get("users")
+    if not isinstance(users, dict):
+        raise ConfigurationError(f"{path}: 'users' must be a mapping")
+    entry = users.get(user)
+    if entry is None:
+        raise ConfigurationError(f"unknown user {user!r}: not in {path}")
+    if not isinstance(entry, dict) or not isinstance(entry.get("tenant"), str):
+        raise ConfigurationError(f"{path}: users.{user} needs a 'tenant'")
+    groups = entry.get("groups", [])
+    principals = validate_principals(
+        [f"user:{user}", *(f"group:{group}" for group in groups)], f"{path}: users.{user}"
+    )
+    return UserAccess(user=user, tenant=entry["tenant"], principals=principals)

@@ -1,0 +1,410 @@
+"""Reads and writes of the ingestion stages (documents, parses, chunks, embeddings) in Postgres.
+
+Every query here uses bound parameters. Each stage asks for exactly the work that is missing for
+the current (content hash, parser, chunker, model) keys, which is what makes re-runs incremental:
+an unchanged document has nothing missing, so nothing is parsed, chunked or embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from rag_pipeline.lib.chunking import Chunk
+from rag_pipeline.lib.connectors import DiscoveredDocument
+from rag_pipeline.lib.parsing import ParsedDocument, ParsedElement
+
+
+@dataclass
+class SourceSyncReport:
+    discovered: int = 0
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    metadata_changed: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    quarantined: list[tuple[str, str, str]] = field(default_factory=list)
+    bytes_read: int = 0
+
+
+@dataclass(frozen=True)
+class PendingDocument:
+    doc_id: str
+    source: str
+    uri: str
+    relative_path: str
+    content_hash: str
+    mime_type: str
+    encoding: str | None
+    title: str | None
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    doc_id: str
+    stage: str
+    reason_code: str
+    reason: str
+
+
+def sync_source(
+    conn: psycopg.Connection,
+    source: str,
+    documents: Iterable[DiscoveredDocument],
+    run_id: str | None,
+) -> SourceSyncReport:
+    """Bring `rag.documents` in line with one scan of a source, in one transaction.
+
+    Documents absent from the scan are tombstoned (deleted_at set, an event recorded), not
+    removed: their history stays auditable and the next index version drops their chunks.
+    """
+    report = SourceSyncReport()
+    with conn.transaction():
+        known = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT doc_id, content_hash, metadata_hash, deleted_at IS NOT NULL"
+                " FROM rag.documents WHERE source = %s",
+                (source,),
+            ).fetchall()
+        }
+        seen: set[str] = set()
+        for doc in documents:
+            report.discovered += 1
+            report.bytes_read += doc.byte_size
+            seen.add(doc.doc_id)
+            previous = known.get(doc.doc_id)
+            if previous is None:
+                event = "added"
+            elif previous[2]:
+                event = "restored"
+            elif previous[0] != doc.content_hash:
+                event = "changed"
+            elif previous[1] != doc.metadata_hash:
+                event = "metadata_changed"
+            else:
+                event = None
+            if doc.quarantine is not None:
+                report.quarantined.append((doc.doc_id, doc.quarantine.code, doc.quarantine.message))
+                _record_quarantine(
+                    conn,
+                    doc.doc_id,
+                    doc.content_hash,
+                    "source",
+                    source,
+                    doc.uri,
+                    doc.quarantine.code,
+                    doc.quarantine.message,
+                    run_id,
+                )
+            if event is None:
+                report.unchanged += 1
+                continue
+            {
+                "added": report.added,
+                "restored": report.restored,
+                "changed": report.changed,
+                "metadata_changed": report.metadata_changed,
+            }[event].append(doc.doc_id)
+            if doc.content is not None:
+                conn.execute(
+                    "INSERT INTO rag.source_blobs (content_hash, byte_size, content)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (content_hash) DO NOTHING",
+                    (doc.content_hash, len(doc.content), doc.content),
+                )
+            conn.execute(
+                """
+                INSERT INTO rag.documents (doc_id, source, uri, relative_path, title,
+                    content_hash, metadata_hash, byte_size, mime_type, encoding, owner, tenant,
+                    acl_principals, updated_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (doc_id) DO UPDATE SET
+                    uri = EXCLUDED.uri, title = EXCLUDED.title,
+                    content_hash = EXCLUDED.content_hash, metadata_hash = EXCLUDED.metadata_hash,
+                    byte_size = EXCLUDED.byte_size, mime_type = EXCLUDED.mime_type,
+                    encoding = EXCLUDED.encoding, owner = EXCLUDED.owner, tenant = EXCLUDED.tenant,
+                    acl_principals = EXCLUDED.acl_principals, updated_at = EXCLUDED.updated_at,
+                    last_seen_at = now(), deleted_at = NULL
+                """,
+                (
+                    doc.doc_id,
+                    source,
+                    doc.uri,
+                    doc.relative_path,
+                    doc.title,
+                    doc.content_hash,
+                    doc.metadata_hash,
+                    doc.byte_size,
+                    doc.mime_type,
+                    doc.encoding,
+                    doc.owner,
+                    doc.tenant,
+                    list(doc.acl_principals),
+                    doc.updated_at,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO rag.document_events (doc_id, source, event, content_hash,"
+                " previous_content_hash, run_id) VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    doc.doc_id,
+                    source,
+                    event,
+                    doc.content_hash,
+                    previous[0] if previous else None,
+                    run_id,
+                ),
+            )
+        gone = [doc_id for doc_id, row in known.items() if not row[2] and doc_id not in seen]
+        for doc_id in sorted(gone):
+            conn.execute("UPDATE rag.documents SET deleted_at = now() WHERE doc_id = %s", (doc_id,))
+            conn.execute(
+                "INSERT INTO rag.document_events (doc_id, source, event, previous_content_hash,"
+                " run_id) VALUES (%s, %s, 'deleted', %s, %s)",
+                (doc_id, source, known[doc_id][0], run_id),
+            )
+        report.deleted = sorted(gone)
+        conn.execute(
+            "UPDATE rag.documents SET last_seen_at = now()"
+            " WHERE source = %s AND deleted_at IS NULL",
+            (source,),
+        )
+    return report
+
+
+def _record_quarantine(
+    conn: psycopg.Connection,
+    doc_id: str,
+    content_hash: str,
+    stage: str,
+    source: str,
+    uri: str,
+    reason_code: str,
+    reason: str,
+    run_id: str | None,
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO rag.quarantine (doc_id, content_hash, stage, source, uri, reason_code,
+            reason, run_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (doc_id, content_hash, stage) DO UPDATE SET
+            reason_code = EXCLUDED.reason_code, reason = EXCLUDED.reason,
+            run_id = EXCLUDED.run_id, last_seen_at = now()
+        """,
+        (doc_id, content_hash, stage, source, uri, reason_code, reason, run_id),
+    )
+
+
+def quarantine_document(
+    conn: psycopg.Connection,
+    doc: PendingDocument,
+    stage: str,
+    reason_code: str,
+    reason: str,
+    run_id: str | None,
+) -> None:
+    _record_quarantine(
+        conn, doc.doc_id, doc.content_hash, stage, doc.source, doc.uri, reason_code, reason, run_id
+    )
+
+
+def current_quarantine(conn: psycopg.Connection, source: str) -> list[QuarantineRecord]:
+    """Quarantine records that apply to the current version of the source's live documents."""
+    rows = conn.execute(
+        """
+        SELECT q.doc_id, q.stage, q.reason_code, q.reason
+        FROM rag.quarantine q
+        JOIN rag.documents d ON d.doc_id = q.doc_id AND d.content_hash = q.content_hash
+        WHERE d.source = %s AND d.deleted_at IS NULL
+        ORDER BY q.doc_id, q.stage
+        """,
+        (source,),
+    ).fetchall()
+    return [QuarantineRecord(*row) for row in rows]
+
+
+def documents_to_parse(
+    conn: psycopg.Connection, source: str, parser_key: str
+) -> list[PendingDocument]:
+    rows = conn.execute(
+        """
+        SELECT d.doc_id, d.source, d.uri, d.relative_path, d.content_hash, d.mime_type,
+               d.encoding, d.title
+        FROM rag.live_documents d
+        WHERE d.source = %s
+          AND NOT EXISTS (SELECT 1 FROM rag.parsed_documents p
+                          WHERE p.doc_id = d.doc_id AND p.content_hash = d.content_hash
+                            AND p.parser_key = %s)
+        ORDER BY d.doc_id
+        """,
+        (source, parser_key),
+    ).fetchall()
+    return [PendingDocument(*row) for row in rows]
+
+
+def load_blob(conn: psycopg.Connection, content_hash: str) -> bytes:
+    row = conn.execute(
+        "SELECT content FROM rag.source_blobs WHERE content_hash = %s", (content_hash,)
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no stored bytes for content hash {content_hash}")
+    return bytes(row[0])
+
+
+def save_parsed(
+    conn: psycopg.Connection, doc: PendingDocument, parser_key: str, parsed: ParsedDocument
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO rag.parsed_documents (doc_id, content_hash, parser_key, title, elements,
+            element_count, text_chars, duration_ms)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (doc_id, content_hash, parser_key) DO NOTHING
+        """,
+        (
+            doc.doc_id,
+            doc.content_hash,
+            parser_key,
+            parsed.title,
+            Jsonb([element.to_json() for element in parsed.elements]),
+            len(parsed.elements),
+            parsed.text_chars,
+            parsed.duration_ms,
+        ),
+    )
+
+
+def documents_to_chunk(
+    conn: psycopg.Connection, source: str, parser_key: str, chunker_key: str
+) -> list[PendingDocument]:
+    rows = conn.execute(
+        """
+        SELECT d.doc_id, d.source, d.uri, d.relative_path, d.content_hash, d.mime_type,
+               d.encoding, p.title
+        FROM rag.live_documents d
+        JOIN rag.parsed_documents p
+          ON p.doc_id = d.doc_id AND p.content_hash = d.content_hash AND p.parser_key = %s
+        WHERE d.source = %s
+          AND NOT EXISTS (SELECT 1 FROM rag.chunks c
+                          WHERE c.doc_id = d.doc_id AND c.content_hash = d.content_hash
+                            AND c.parser_key = %s AND c.chunker_key = %s)
+        ORDER BY d.doc_id
+        """,
+        (parser_key, source, parser_key, chunker_key),
+    ).fetchall()
+    return [PendingDocument(*row) for row in rows]
+
+
+def load_parsed_elements(
+    conn: psycopg.Connection, doc_id: str, content_hash: str, parser_key: str
+) -> list[ParsedElement]:
+    row = conn.execute(
+        "SELECT elements FROM rag.parsed_documents"
+        " WHERE doc_id = %s AND content_hash = %s AND parser_key = %s",
+        (doc_id, content_hash, parser_key),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"{doc_id} has no parse for {content_hash[:12]} by {parser_key}")
+    elements = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    return [ParsedElement.from_json(element) for element in elements]
+
+
+def chunk_id_for(doc: PendingDocument, parser_key: str, chunker_key: str, ordinal: int) -> str:
+    key = f"{doc.doc_id}\x1f{doc.content_hash}\x1f{parser_key}\x1f{chunker_key}\x1f{ordinal}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def save_chunks(
+    conn: psycopg.Connection,
+    doc: PendingDocument,
+    parser_key: str,
+    chunker_key: str,
+    chunks: Sequence[Chunk],
+) -> int:
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            """
+            INSERT INTO rag.chunks (chunk_id, doc_id, content_hash, parser_key, chunker_key,
+                ordinal, text, search_text, text_hash, token_count, heading_path,
+                element_start, element_end, char_start, char_end, page_numbers)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (chunk_id) DO NOTHING
+            """,
+            [
+                (
+                    chunk_id_for(doc, parser_key, chunker_key, chunk.ordinal),
+                    doc.doc_id,
+                    doc.content_hash,
+                    parser_key,
+                    chunker_key,
+                    chunk.ordinal,
+                    chunk.text,
+                    chunk.search_text,
+                    chunk.text_hash,
+                    chunk.token_count,
+                    list(chunk.heading_path),
+                    chunk.element_start,
+                    chunk.element_end,
+                    chunk.char_start,
+                    chunk.char_end,
+                    list(chunk.page_numbers),
+                )
+                for chunk in chunks
+            ],
+        )
+    return len(chunks)
+
+
+def texts_to_embed(
+    conn: psycopg.Connection, source: str, parser_key: str, chunker_key: str, model_key: str
+) -> list[tuple[str, str]]:
+    """(text hash, text) of the source's current chunks with no cached embedding for the model."""
+    return conn.execute(
+        """
+        SELECT DISTINCT ON (c.text_hash) c.text_hash, c.search_text
+        FROM rag.live_documents d
+        JOIN rag.chunks c ON c.doc_id = d.doc_id AND c.content_hash = d.content_hash
+        WHERE d.source = %s
+          AND c.parser_key = %s AND c.chunker_key = %s
+          AND NOT EXISTS (SELECT 1 FROM rag.embeddings e
+                          WHERE e.model_key = %s AND e.text_hash = c.text_hash)
+        ORDER BY c.text_hash
+        """,
+        (source, parser_key, chunker_key, model_key),
+    ).fetchall()
+
+
+def count_current_chunks(
+    conn: psycopg.Connection, source: str, parser_key: str, chunker_key: str
+) -> int:
+    row = conn.execute(
+        """
+        SELECT count(*) FROM rag.live_documents d
+        JOIN rag.chunks c ON c.doc_id = d.doc_id AND c.content_hash = d.content_hash
+        WHERE d.source = %s AND c.parser_key = %s AND c.chunker_key = %s
+        """,
+        (source, parser_key, chunker_key),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def save_embeddings(
+    conn: psycopg.Connection, model_key: str, text_hashes: Sequence[str], vectors: np.ndarray
+) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO rag.embeddings (model_key, text_hash, embedding) VALUES (%s, %s, %s)"
+            " ON CONFLICT (model_key, text_hash) DO NOTHING",
+            [
+                (model_key, text_hash, vector)
+                for text_hash, vector in zip(text_hashes, vectors, strict=True)
+            ],
+        )

@@ -1,0 +1,110 @@
+"""Shared fixtures: no internet, one embedded PostgreSQL per session, a fresh database per test."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+
+import rag_pipeline  # noqa: F401  (offline environment before anything else is imported)
+from rag_pipeline.defs.resources import (
+    ChunkingResource,
+    EmbedderResource,
+    IndexPolicyResource,
+    PostgresResource,
+    SourceCatalogResource,
+)
+from rag_pipeline.lib import database
+from rag_pipeline.lib.catalog import SAMPLE_CORPUS_DIR
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class NetworkBlockedError(OSError):
+    """A test tried to reach the network; everything must work offline."""
+
+
+def _guard(address: Any) -> None:
+    if isinstance(address, tuple) and address and str(address[0]) not in LOOPBACK:
+        raise NetworkBlockedError(f"outbound connection to {address!r} blocked in tests")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def block_outbound_network() -> Iterator[None]:
+    """Refuse every non-loopback TCP/UDP connection for the whole suite (Unix sockets pass)."""
+    original_connect = socket.socket.connect
+    original_connect_ex = socket.socket.connect_ex
+    original_sendto = socket.socket.sendto
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        _guard(address)
+        return original_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> Any:
+        _guard(address)
+        return original_connect_ex(self, address)
+
+    def sendto(self: socket.socket, data: Any, *args: Any) -> Any:
+        _guard(args[-1])
+        return original_sendto(self, data, *args)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.socket.sendto = sendto  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = original_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = original_connect_ex  # type: ignore[method-assign]
+    socket.socket.sendto = original_sendto  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One embedded PostgreSQL for the whole session, stopped at the end."""
+    data_dir = tmp_path_factory.mktemp("rag_data")
+    database.start_embedded_server(data_dir)
+    yield data_dir
+    database.stop_embedded_server(data_dir)
+
+
+@pytest.fixture()
+def database_url(pg_data_dir: Path) -> str:
+    """A fresh, migrated database on the session server."""
+    admin_url = database.start_embedded_server(pg_data_dir)
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    url = admin_url.replace(f"/{database.PIPELINE_DATABASE}?", f"/{name}?")
+    with database.connection(url):
+        pass
+    return url
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    """A private copy of the bundled sample corpus that a test may edit."""
+    target = tmp_path / "corpus"
+    shutil.copytree(SAMPLE_CORPUS_DIR, target)
+    return target
+
+
+def make_resources(database_url: str, sources_file: Path, **policy: Any) -> dict[str, Any]:
+    return {
+        "postgres": PostgresResource(database_url=database_url),
+        "catalog": SourceCatalogResource(sources_file=str(sources_file)),
+        "embedder": EmbedderResource(),
+        "chunking": ChunkingResource(),
+        "index_policy": IndexPolicyResource(**policy),
+    }
+
+
+@pytest.fixture()
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance

@@ -1,0 +1,176 @@
+"""The real asset graph on the sample corpus, materialized on the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from rag_pipeline.lib import database
+from rag_pipeline.lib.catalog import load_user_access
+from rag_pipeline.lib.chunking import document_text
+from rag_pipeline.lib.embedding import load_embedder
+from rag_pipeline.lib.parsing import ParsedElement
+from rag_pipeline.lib.retrieval import search
+from rag_pipeline_tests.conftest import make_resources
+from rag_pipeline_tests.pipeline_helpers import metadata_of, run_everything, total
+
+EVAL_SET = Path(__file__).resolve().parents[1] / "eval_sets" / "sample_corpus.jsonl"
+NASTY_FILES = {
+    "acme_support:tickets/TCK-1000-empty.txt": "empty_file",
+    "acme_support:exports/kb-export.md": "binary_content",
+    "acme_support:exports/ticket-dump-2026.txt": "too_large",
+    "acme_support:legacy/TCK-0999-latin1.txt": "undecodable_text",
+    "acme_support:attachments/network-diagram.vsdx": "unsupported_format",
+}
+
+
+@pytest.fixture()
+def first_run(instance: dg.DagsterInstance, database_url: str, corpus: Path):
+    resources = make_resources(database_url, corpus / "sources.yaml")
+    per_source, index = run_everything(instance, resources, corpus / "sources.yaml")
+    return resources, per_source, index
+
+
+def counts(conn: psycopg.Connection) -> dict[str, int]:
+    tables = ["documents", "source_blobs", "parsed_documents", "chunks", "embeddings",
+              "index_versions", "index_version_chunks", "quarantine", "document_events"]
+    return {
+        table: conn.execute(
+            psycopg.sql.SQL("SELECT count(*) FROM rag.{}").format(psycopg.sql.Identifier(table))
+        ).fetchone()[0]
+        for table in tables
+    }
+
+
+def test_full_graph_builds_a_serving_index(first_run, database_url: str) -> None:
+    _, per_source, index = first_run
+    assert all(result.success for result in per_source.values())
+    assert index.success
+    checks = index.get_asset_check_evaluations()
+    assert {check.check_name for check in checks} >= {"candidate_covers_live_documents",
+                                                     "chunks_within_token_budget"}
+    assert all(check.passed for check in checks)
+    assert metadata_of(index, "active_index")["switched"] is True
+
+    with database.connection(database_url) as conn:
+        found = counts(conn)
+        live_docs = conn.execute("SELECT count(*) FROM rag.live_documents").fetchone()[0]
+        version_docs, version_chunks = conn.execute(
+            "SELECT count(DISTINCT doc_id), count(*) FROM rag.index_version_chunks m"
+            " JOIN rag.active_index a USING (version_id)"
+        ).fetchone()
+        dims = conn.execute("SELECT DISTINCT vector_dims(embedding) FROM rag.embeddings").fetchall()
+        indexes = dict(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'rag'"
+        ).fetchall())
+    assert found["documents"] == total(per_source, "source_documents", "documents_discovered")
+    assert found["documents"] >= 45
+    assert live_docs == found["documents"] - len(NASTY_FILES)
+    assert version_docs == live_docs
+    assert version_chunks == found["chunks"] > live_docs
+    assert found["embeddings"] == total(per_source, "chunk_embeddings", "texts_embedded")
+    assert dims == [(384,)]
+    assert "USING hnsw (embedding vector_cosine_ops)" in indexes["embeddings_hnsw"]
+    assert "USING gin (tsv)" in indexes["chunks_tsv_gin"]
+
+
+def test_every_chunk_points_back_to_its_document_and_offsets(first_run, database_url) -> None:
+    with database.connection(database_url) as conn:
+        rows = conn.execute(
+            """
+            SELECT c.text, c.char_start, c.char_end, c.element_start, c.element_end,
+                   c.token_count, p.elements, d.doc_id, b.byte_size
+            FROM rag.chunks c
+            JOIN rag.documents d ON d.doc_id = c.doc_id AND d.content_hash = c.content_hash
+            JOIN rag.parsed_documents p ON p.doc_id = c.doc_id
+                AND p.content_hash = c.content_hash AND p.parser_key = c.parser_key
+            JOIN rag.source_blobs b ON b.content_hash = d.content_hash
+            """
+        ).fetchall()
+        chunk_total = conn.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    assert len(rows) == chunk_total > 0
+    for text, start, end, element_start, element_end, tokens, elements, doc_id, size in rows:
+        parsed = [ParsedElement.from_json(element) for element in elements]
+        assert document_text(parsed)[start:end] == text, doc_id
+        assert 0 <= element_start < element_end <= len(parsed)
+        first_offset = len(document_text(parsed[:element_start])) + (2 if element_start else 0)
+        last_end = len(document_text(parsed[:element_end]))
+        assert first_offset <= start < first_offset + len(parsed[element_start].text), doc_id
+        assert end <= last_end, doc_id
+        assert tokens <= 254 and size > 0
+
+
+def test_nasty_files_are_quarantined_with_reasons(first_run, database_url) -> None:
+    _, per_source, _ = first_run
+    records = metadata_of(per_source["acme_support"], "source_documents")["quarantine"]
+    reasons = {record["doc_id"]: record["reason_code"] for record in records}
+    assert reasons == NASTY_FILES
+    assert all(record["reason"] for record in records)
+    with database.connection(database_url) as conn:
+        cp1252 = conn.execute(
+            "SELECT count(*) FROM rag.chunks WHERE doc_id = %s AND text LIKE %s",
+            ("acme_support:legacy/TCK-0998-cp1252.txt", "%é%"),
+        ).fetchone()[0]
+    assert cp1252 > 0, "a file with a declared encoding is ingested, not quarantined"
+
+
+def test_second_run_writes_and_embeds_nothing(
+    first_run, instance: dg.DagsterInstance, database_url: str, corpus: Path
+) -> None:
+    resources, _, _ = first_run
+    with database.connection(database_url) as conn:
+        before = counts(conn)
+    per_source, index = run_everything(instance, resources, corpus / "sources.yaml")
+    with database.connection(database_url) as conn:
+        after = counts(conn)
+    assert after == before
+    assert total(per_source, "chunk_embeddings", "texts_embedded") == 0
+    assert total(per_source, "chunks", "chunks_written") == 0
+    assert total(per_source, "parsed_documents", "documents_parsed") == 0
+    assert metadata_of(index, "vector_index")["version_created"] is False
+    assert metadata_of(index, "active_index")["switched"] is False
+
+
+def test_search_finds_the_expected_documents(first_run, database_url: str, corpus: Path) -> None:
+    questions = [json.loads(line) for line in EVAL_SET.read_text().splitlines() if line.strip()]
+    embedder = load_embedder()
+    hits_at_5 = 0
+    with database.connection(database_url) as conn:
+        for question in questions:
+            access = load_user_access(corpus / "directory.yaml", question["user"])
+            hits = search(conn, embedder, question["query"], access, limit=5)
+            assert hits, question["id"]
+            hits_at_5 += any(hit.doc_id in question["relevant_doc_ids"] for hit in hits)
+    assert hits_at_5 / len(questions) >= 0.8
+
+
+def test_search_never_returns_documents_the_user_may_not_read(
+    first_run, database_url: str, corpus: Path
+) -> None:
+    embedder = load_embedder()
+    with database.connection(database_url) as conn:
+        readable = {
+            user: load_user_access(corpus / "directory.yaml", user)
+            for user in ("alice", "bob", "carol", "erin", "frank", "grace")
+        }
+        acl = {
+            doc_id: (tenant, principals)
+            for doc_id, tenant, principals in conn.execute(
+                "SELECT doc_id, tenant, acl_principals FROM rag.documents"
+            ).fetchall()
+        }
+        for user, access in readable.items():
+            for query in ("parental leave policy", "postgres failover", "invoice approval",
+                          "VPN password expiry", "incident postmortem"):
+                for hit in search(conn, embedder, query, access, limit=10):
+                    tenant, principals = acl[hit.doc_id]
+                    assert tenant == access.tenant, (user, hit.doc_id)
+                    assert set(principals) & set(access.principals), (user, hit.doc_id)
+        carol = search(conn, embedder, "parental leave weeks", readable["carol"], limit=3)
+        alice = search(conn, embedder, "parental leave weeks", readable["alice"], limit=10)
+    assert carol[0].doc_id == "acme_policies:parental-leave-policy.md"
+    assert "acme_policies:parental-leave-policy.md" not in {hit.doc_id for hit in alice}
