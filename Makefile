@@ -31,6 +31,11 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# Incremental re-indexing benchmark on 2,000 BEIR SciFact abstracts from ../shared (not needed
+# by the demo); writes reports/bench.json and reports/bench.md.
+bench: install
+	$(BIN)/python benchmarks/bench_incremental.py --docs 2000 --out reports
+
 ui: install
 	$(BIN)/rag-pipeline ui
 

@@ -1,5 +1,7 @@
 """The code location: every stage's assets, checks, jobs, schedules and sensors, plus resources."""
 
+from typing import Any
+
 import dagster as dg
 
 from rag_pipeline.defs import jobs
@@ -14,11 +16,17 @@ from rag_pipeline.defs.resources import build_resources
 
 STAGES = [connectors, parsing, chunking, embeddings, indexes]
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(STAGES),
-    asset_checks=dg.load_asset_checks_from_modules([index_checks]),
-    jobs=[jobs.ingest_source_job, jobs.build_index_job],
-    schedules=[jobs.daily_reindex_schedule],
-    sensors=[connector_sensors.source_catalog_sensor],
-    resources=build_resources(),
-)
+
+def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """The definitions with resources from the environment, or the given ones (tests, benches)."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules(STAGES),
+        asset_checks=dg.load_asset_checks_from_modules([index_checks]),
+        jobs=[jobs.ingest_source_job, jobs.build_index_job],
+        schedules=[jobs.daily_reindex_schedule],
+        sensors=[connector_sensors.source_catalog_sensor],
+        resources=resources if resources is not None else build_resources(),
+    )
+
+
+defs = build_defs()
