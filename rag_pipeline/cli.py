@@ -147,6 +147,9 @@ def cmd_index(args: argparse.Namespace) -> int:
                 conn, args.version, actor="cli", required_checks=BLOCKING_GATES, reason=args.reason
             )
             print(f"version {args.version} is serving" + ("" if switched else " (already was)"))
+        elif args.action == "gc":
+            report = index_versions.garbage_collect(conn, args.keep)
+            print(json.dumps(asdict(report), indent=2))
         elif args.action == "rollback":
             previous = index_versions.rollback(conn, actor="cli", reason=args.reason)
             print(f"rolled back: version {previous} is serving")
@@ -183,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed to dagster dev")
     ui.set_defaults(handler=cmd_ui)
 
-    index = commands.add_parser("index", help="index versions: status, diff, promote, rollback")
-    index.add_argument("action", choices=["status", "diff", "promote", "rollback"])
+    index = commands.add_parser("index", help="index versions: status, diff, promote, rollback, gc")
+    index.add_argument("action", choices=["status", "diff", "promote", "rollback", "gc"])
     index.add_argument("version", nargs="?", type=int)
+    index.add_argument("--keep", type=int, default=5, help="with gc: versions to keep")
     index.add_argument("--reason")
     index.set_defaults(handler=cmd_index)
     return parser

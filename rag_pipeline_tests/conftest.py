@@ -73,9 +73,8 @@ def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     database.stop_embedded_server(data_dir)
 
 
-@pytest.fixture()
-def database_url(pg_data_dir: Path) -> str:
-    """A fresh, migrated database on the session server."""
+def create_database(pg_data_dir: Path) -> str:
+    """A new, migrated database on the session server; returns its URL."""
     admin_url = database.start_embedded_server(pg_data_dir)
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -86,12 +85,21 @@ def database_url(pg_data_dir: Path) -> str:
     return url
 
 
+def copy_corpus(target: Path) -> Path:
+    shutil.copytree(SAMPLE_CORPUS_DIR, target)
+    return target
+
+
+@pytest.fixture()
+def database_url(pg_data_dir: Path) -> str:
+    """A fresh, migrated database on the session server."""
+    return create_database(pg_data_dir)
+
+
 @pytest.fixture()
 def corpus(tmp_path: Path) -> Path:
     """A private copy of the bundled sample corpus that a test may edit."""
-    target = tmp_path / "corpus"
-    shutil.copytree(SAMPLE_CORPUS_DIR, target)
-    return target
+    return copy_corpus(tmp_path / "corpus")
 
 
 def make_resources(database_url: str, sources_file: Path, **policy: Any) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -15,7 +18,7 @@ from rag_pipeline.lib.chunking import document_text
 from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.parsing import ParsedElement
 from rag_pipeline.lib.retrieval import search
-from rag_pipeline_tests.conftest import make_resources
+from rag_pipeline_tests.conftest import copy_corpus, create_database, make_resources
 from rag_pipeline_tests.pipeline_helpers import metadata_of, run_everything, total
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "eval_sets" / "sample_corpus.jsonl"
@@ -28,11 +31,25 @@ NASTY_FILES = {
 }
 
 
-@pytest.fixture()
-def first_run(instance: dg.DagsterInstance, database_url: str, corpus: Path):
+@pytest.fixture(scope="module")
+def built(pg_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    """One full build of the sample corpus, shared by the read-only tests of this module."""
+    corpus = copy_corpus(tmp_path_factory.mktemp("pipeline") / "corpus")
+    database_url = create_database(pg_data_dir)
     resources = make_resources(database_url, corpus / "sources.yaml")
-    per_source, index = run_everything(instance, resources, corpus / "sources.yaml")
-    return resources, per_source, index
+    with dg.instance_for_test() as instance:
+        per_source, index = run_everything(instance, resources, corpus / "sources.yaml")
+        yield Built(instance, database_url, corpus, resources, per_source, index)
+
+
+@dataclass
+class Built:
+    instance: dg.DagsterInstance
+    database_url: str
+    corpus: Path
+    resources: dict[str, Any]
+    per_source: dict[str, dg.ExecuteInProcessResult]
+    index: dg.ExecuteInProcessResult
 
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -46,8 +63,8 @@ def counts(conn: psycopg.Connection) -> dict[str, int]:
     }
 
 
-def test_full_graph_builds_a_serving_index(first_run, database_url: str) -> None:
-    _, per_source, index = first_run
+def test_full_graph_builds_a_serving_index(built: Built) -> None:
+    per_source, index, database_url = built.per_source, built.index, built.database_url
     assert all(result.success for result in per_source.values())
     assert index.success
     checks = index.get_asset_check_evaluations()
@@ -78,8 +95,8 @@ def test_full_graph_builds_a_serving_index(first_run, database_url: str) -> None
     assert "USING gin (tsv)" in indexes["chunks_tsv_gin"]
 
 
-def test_every_chunk_points_back_to_its_document_and_offsets(first_run, database_url) -> None:
-    with database.connection(database_url) as conn:
+def test_every_chunk_points_back_to_its_document_and_offsets(built: Built) -> None:
+    with database.connection(built.database_url) as conn:
         rows = conn.execute(
             """
             SELECT c.text, c.char_start, c.char_end, c.element_start, c.element_end,
@@ -104,13 +121,12 @@ def test_every_chunk_points_back_to_its_document_and_offsets(first_run, database
         assert tokens <= 254 and size > 0
 
 
-def test_nasty_files_are_quarantined_with_reasons(first_run, database_url) -> None:
-    _, per_source, _ = first_run
-    records = metadata_of(per_source["acme_support"], "source_documents")["quarantine"]
+def test_nasty_files_are_quarantined_with_reasons(built: Built) -> None:
+    records = metadata_of(built.per_source["acme_support"], "source_documents")["quarantine"]
     reasons = {record["doc_id"]: record["reason_code"] for record in records}
     assert reasons == NASTY_FILES
     assert all(record["reason"] for record in records)
-    with database.connection(database_url) as conn:
+    with database.connection(built.database_url) as conn:
         cp1252 = conn.execute(
             "SELECT count(*) FROM rag.chunks WHERE doc_id = %s AND text LIKE %s",
             ("acme_support:legacy/TCK-0998-cp1252.txt", "%é%"),
@@ -118,14 +134,13 @@ def test_nasty_files_are_quarantined_with_reasons(first_run, database_url) -> No
     assert cp1252 > 0, "a file with a declared encoding is ingested, not quarantined"
 
 
-def test_second_run_writes_and_embeds_nothing(
-    first_run, instance: dg.DagsterInstance, database_url: str, corpus: Path
-) -> None:
-    resources, _, _ = first_run
-    with database.connection(database_url) as conn:
+def test_second_run_writes_and_embeds_nothing(built: Built) -> None:
+    with database.connection(built.database_url) as conn:
         before = counts(conn)
-    per_source, index = run_everything(instance, resources, corpus / "sources.yaml")
-    with database.connection(database_url) as conn:
+    per_source, index = run_everything(
+        built.instance, built.resources, built.corpus / "sources.yaml"
+    )
+    with database.connection(built.database_url) as conn:
         after = counts(conn)
     assert after == before
     assert total(per_source, "chunk_embeddings", "texts_embedded") == 0
@@ -135,26 +150,24 @@ def test_second_run_writes_and_embeds_nothing(
     assert metadata_of(index, "active_index")["switched"] is False
 
 
-def test_search_finds_the_expected_documents(first_run, database_url: str, corpus: Path) -> None:
+def test_search_finds_the_expected_documents(built: Built) -> None:
     questions = [json.loads(line) for line in EVAL_SET.read_text().splitlines() if line.strip()]
     embedder = load_embedder()
     hits_at_5 = 0
-    with database.connection(database_url) as conn:
+    with database.connection(built.database_url) as conn:
         for question in questions:
-            access = load_user_access(corpus / "directory.yaml", question["user"])
+            access = load_user_access(built.corpus / "directory.yaml", question["user"])
             hits = search(conn, embedder, question["query"], access, limit=5)
             assert hits, question["id"]
             hits_at_5 += any(hit.doc_id in question["relevant_doc_ids"] for hit in hits)
     assert hits_at_5 / len(questions) >= 0.8
 
 
-def test_search_never_returns_documents_the_user_may_not_read(
-    first_run, database_url: str, corpus: Path
-) -> None:
+def test_search_never_returns_documents_the_user_may_not_read(built: Built) -> None:
     embedder = load_embedder()
-    with database.connection(database_url) as conn:
+    with database.connection(built.database_url) as conn:
         readable = {
-            user: load_user_access(corpus / "directory.yaml", user)
+            user: load_user_access(built.corpus / "directory.yaml", user)
             for user in ("alice", "bob", "carol", "erin", "frank", "grace")
         }
         acl = {

@@ -60,6 +60,8 @@ class EmbedderResource(dg.ConfigurableResource):
     model_name: str = DEFAULT_MODEL_NAME
     batch_size: int = 32
     max_tokens: int = 256
+    # Texts embedded and committed together: a killed run loses at most one such batch.
+    commit_batch_size: int = 128
 
     def embedder(self) -> SentenceTransformerEmbedder:
         return load_embedder(self.model_name, self.batch_size)

@@ -161,14 +161,6 @@ def scan_filesystem_source(
 ) -> Iterator[DiscoveredDocument]:
     """Yield one record per file under the source folder, in a stable order."""
     defaults, overrides = load_sidecar(source.path)
-    unknown_entries = set(overrides) - {
-        path.relative_to(source.path).as_posix() for path in _iter_files(source.path)
-    }
-    if unknown_entries:
-        raise ConfigurationError(
-            f"{source.path / SIDECAR_FILE}: entries for files that do not exist: "
-            f"{sorted(unknown_entries)}"
-        )
     for path in _iter_files(source.path):
         relative = path.relative_to(source.path).as_posix()
         meta = {**defaults, **overrides.get(relative, {})}
@@ -241,6 +233,16 @@ def scan_filesystem_source(
             content=None if quarantine else content,
             quarantine=quarantine,
         )
+
+
+def stale_sidecar_entries(source: SourceConfig) -> list[str]:
+    """Sidecar entries naming files that do not exist (usually: deleted, sidecar not yet updated).
+
+    Not an error: a deletion must propagate even while the sidecar lags behind.
+    """
+    _, overrides = load_sidecar(source.path)
+    present = {path.relative_to(source.path).as_posix() for path in _iter_files(source.path)}
+    return sorted(set(overrides) - present)
 
 
 def source_fingerprint(source: SourceConfig) -> str:

@@ -344,3 +344,79 @@ def version_diff(conn: psycopg.Connection, version_id: int) -> dict[str, Any]:
     if row is None:
         raise IndexVersionError(f"index version {version_id} does not exist")
     return dict(row[0])
+
+
+@dataclass(frozen=True)
+class GarbageCollection:
+    versions_removed: list[int]
+    chunks_removed: int
+    parses_removed: int
+    embeddings_removed: int
+    blobs_removed: int
+
+
+def garbage_collect(conn: psycopg.Connection, keep: int) -> GarbageCollection:
+    """Drop all but the newest `keep` versions (never the serving one or its rollback target),
+    then whatever no remaining version and no live document still needs.
+
+    One transaction under the build lock, so it never races a candidate build.
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_BUILD_LOCK_KEY,))
+        removed = [
+            row[0]
+            for row in conn.execute(
+                """
+                DELETE FROM rag.index_versions v
+                WHERE v.version_id NOT IN (
+                        SELECT version_id FROM rag.index_versions
+                        ORDER BY version_id DESC LIMIT %(keep)s)
+                  AND v.version_id NOT IN (SELECT version_id FROM rag.active_index)
+                  AND v.version_id NOT IN (
+                        SELECT p.from_version FROM rag.index_promotions p
+                        JOIN rag.active_index a ON a.version_id = p.to_version
+                        WHERE p.from_version IS NOT NULL)
+                RETURNING v.version_id
+                """,
+                {"keep": keep},
+            ).fetchall()
+        ]
+        chunks_removed = conn.execute(
+            """
+            DELETE FROM rag.chunks c
+            WHERE NOT EXISTS (SELECT 1 FROM rag.index_version_chunks m
+                              WHERE m.chunk_id = c.chunk_id)
+              AND NOT EXISTS (SELECT 1 FROM rag.documents d
+                              WHERE d.doc_id = c.doc_id AND d.content_hash = c.content_hash
+                                AND d.deleted_at IS NULL)
+            """
+        ).rowcount
+        parses_removed = conn.execute(
+            """
+            DELETE FROM rag.parsed_documents p
+            WHERE NOT EXISTS (SELECT 1 FROM rag.chunks c
+                              WHERE c.doc_id = p.doc_id AND c.content_hash = p.content_hash)
+              AND NOT EXISTS (SELECT 1 FROM rag.documents d
+                              WHERE d.doc_id = p.doc_id AND d.content_hash = p.content_hash
+                                AND d.deleted_at IS NULL)
+            """
+        ).rowcount
+        embeddings_removed = conn.execute(
+            """
+            DELETE FROM rag.embeddings e
+            WHERE NOT EXISTS (SELECT 1 FROM rag.chunks c WHERE c.text_hash = e.text_hash)
+            """
+        ).rowcount
+        blobs_removed = conn.execute(
+            """
+            DELETE FROM rag.source_blobs b
+            WHERE NOT EXISTS (SELECT 1 FROM rag.chunks c WHERE c.content_hash = b.content_hash)
+              AND NOT EXISTS (SELECT 1 FROM rag.documents d
+                              WHERE d.content_hash = b.content_hash AND d.deleted_at IS NULL)
+            """
+        ).rowcount
+    return GarbageCollection(
+        removed, chunks_removed, parses_removed, embeddings_removed, blobs_removed
+    )

@@ -6,7 +6,7 @@ from rag_pipeline.defs.markdown import table
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import PostgresResource, SourceCatalogResource
 from rag_pipeline.lib.catalog import ConfigurationError
-from rag_pipeline.lib.connectors import scan_filesystem_source
+from rag_pipeline.lib.connectors import scan_filesystem_source, stale_sidecar_entries
 from rag_pipeline.lib.pipeline_store import current_quarantine, sync_source
 
 
@@ -31,6 +31,9 @@ def source_documents(
     started = time.perf_counter()
     try:
         source = catalog.source(context.partition_key)
+        stale = stale_sidecar_entries(source)
+        if stale:
+            context.log.warning(f"sidecar entries without a file in {source.name}: {stale}")
         documents = scan_filesystem_source(source, catalog.max_document_bytes)
         with postgres.connection() as conn:
             report = sync_source(conn, source.name, documents, context.run_id)
@@ -49,6 +52,7 @@ def source_documents(
             "documents_unchanged": report.unchanged,
             "documents_quarantined": len(quarantine_rows),
             "bytes_scanned": report.bytes_read,
+            "stale_sidecar_entries": dg.MetadataValue.json(stale),
             "duration_s": round(time.perf_counter() - started, 3),
             "quarantine": dg.MetadataValue.json(
                 [

@@ -8,9 +8,6 @@ from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource, Post
 from rag_pipeline.lib.parsing import PARSER_KEY
 from rag_pipeline.lib.pipeline_store import count_current_chunks, save_embeddings, texts_to_embed
 
-# Texts embedded and committed together: small enough that a killed run loses little work.
-COMMIT_BATCH = 128
-
 
 @dg.asset(
     deps=[chunks],
@@ -41,8 +38,9 @@ def chunk_embeddings(
         embed_seconds = 0.0
         if pending:
             model = embedder.embedder()
-            for offset in range(0, len(pending), COMMIT_BATCH):
-                batch = pending[offset : offset + COMMIT_BATCH]
+            step = embedder.commit_batch_size
+            for offset in range(0, len(pending), step):
+                batch = pending[offset : offset + step]
                 batch_started = time.perf_counter()
                 vectors = model.embed([text for _, text in batch])
                 embed_seconds += time.perf_counter() - batch_started
