@@ -135,6 +135,8 @@ def load_user_access(path: Path | str, user: str) -> UserAccess:
     if not isinstance(entry, dict) or not isinstance(entry.get("tenant"), str):
         raise ConfigurationError(f"{path}: users.{user} needs a 'tenant'")
     groups = entry.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
+        raise ConfigurationError(f"{path}: users.{user}.groups must be a list of group names")
     principals = validate_principals(
         [f"user:{user}", *(f"group:{group}" for group in groups)], f"{path}: users.{user}"
     )

@@ -44,9 +44,9 @@ class ChunkingConfig:
         return self.max_tokens - self.special_tokens
 
     def key(self, tokenizer_name: str) -> str:
-        fields = {"algorithm": "structure-v1", "tokenizer": tokenizer_name, **self.__dict__}
+        fields = {"algorithm": "structure-v2", "tokenizer": tokenizer_name, **self.__dict__}
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
-        return f"structure-v1-{self.max_tokens}-{digest}"
+        return f"structure-v2-{self.max_tokens}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -148,10 +148,26 @@ def _split_spans(text: str, limit: int, counter: TokenCounter) -> list[tuple[int
     return spans
 
 
-def _prefix(title: str, heading_path: tuple[str, ...]) -> str:
+def _prefix(
+    title: str, heading_path: tuple[str, ...], counter: TokenCounter, limit: int
+) -> str:
+    """Title and heading path put in front of the chunk text, cut to at most `limit` tokens.
+
+    Headings are dropped from the top down, then the title is shortened: a pathological heading
+    must never push a chunk over the embedder's budget.
+    """
     headings = [heading for heading in heading_path if heading != title]
-    lines = [title, " > ".join(headings)] if headings else [title]
-    return "\n".join(line for line in lines if line) + "\n\n"
+    while True:
+        lines = [title, " > ".join(headings)] if headings else [title]
+        prefix = "\n".join(line for line in lines if line) + "\n\n"
+        if counter.count(prefix) <= limit:
+            return prefix
+        if headings:
+            headings = headings[1:]
+        elif len(title) > 1:
+            title = title[: len(title) // 2]
+        else:
+            return ""
 
 
 def chunk_document(
@@ -167,8 +183,11 @@ def chunk_document(
     paths = _heading_paths(elements)
     full_text = document_text(elements)
     # Budget for the body: what is left after the longest prefix this document can produce.
-    prefix_tokens = max(counter.count(_prefix(title, path)) for path in set(paths))
-    body_limit = max(16, config.budget - prefix_tokens)
+    prefix_limit = config.budget // 4
+    prefix_tokens = max(
+        counter.count(_prefix(title, path, counter, prefix_limit)) for path in set(paths)
+    )
+    body_limit = config.budget - prefix_tokens
 
     pieces: list[_Piece] = []
     for element, start, path in zip(elements, offsets, paths, strict=True):
@@ -203,11 +222,13 @@ def chunk_document(
 
     chunks: list[Chunk] = []
     for group in groups:
-        chunk = _make_chunk(len(chunks), title, group, full_text, counter)
+        chunk = _make_chunk(len(chunks), title, group, full_text, counter, prefix_limit)
         if chunk.token_count > config.budget:
             # Token counts of pieces do not always add up exactly; split the group and retry.
             for piece in group:
-                chunks.append(_make_chunk(len(chunks), title, [piece], full_text, counter))
+                chunks.append(
+                    _make_chunk(len(chunks), title, [piece], full_text, counter, prefix_limit)
+                )
         else:
             chunks.append(chunk)
     return chunks
@@ -224,12 +245,17 @@ def _common_path(paths: list[tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def _make_chunk(
-    ordinal: int, title: str, group: list[_Piece], full_text: str, counter: TokenCounter
+    ordinal: int,
+    title: str,
+    group: list[_Piece],
+    full_text: str,
+    counter: TokenCounter,
+    prefix_limit: int,
 ) -> Chunk:
     char_start, char_end = group[0].char_start, group[-1].char_end
     text = full_text[char_start:char_end]
     heading_path = _common_path([piece.heading_path for piece in group])
-    search_text = _prefix(title, heading_path) + text
+    search_text = _prefix(title, heading_path, counter, prefix_limit) + text
     pages = sorted({p.element.page_number for p in group if p.element.page_number is not None})
     return Chunk(
         ordinal=ordinal,

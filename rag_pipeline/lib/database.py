@@ -235,4 +235,5 @@ def connection(database_url: str) -> Iterator[psycopg.Connection]:
 
 def redact_url(database_url: str) -> str:
     """The URL without its password, for error messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", database_url)
+    redacted = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", database_url)
+    return re.sub(r"(?i)\b(password=)[^&\s]*", r"\1***", redacted)

@@ -133,11 +133,6 @@ def test_invalid_directory_entry_raises_naming_the_file(tmp_path: Path, text: st
         load_user_access(path, "zoe")
 
 
-@pytest.mark.xfail(
-    reason="library bug: load_user_access does not check that 'groups' is a list: a string "
-    "becomes one principal per character (group:a, group:c, ...) and null raises TypeError",
-    strict=True,
-)
 @pytest.mark.parametrize("groups", ["acme-all", "null"])
 def test_groups_that_are_not_a_list_raise_configuration_error(tmp_path: Path, groups: str) -> None:
     path = tmp_path / "people.yaml"

@@ -259,11 +259,6 @@ def test_text_hash_is_sha256_of_search_text() -> None:
     assert chunk.text_hash == hashlib.sha256(chunk.search_text.encode()).hexdigest()
 
 
-@pytest.mark.xfail(
-    reason="library bug: body_limit is floored at 16 tokens, so a title + heading path longer "
-    "than budget-16 tokens produces chunks above config.budget",
-    strict=True,
-)
 def test_chunks_stay_within_budget_under_a_very_long_heading() -> None:
     elements = make_elements(heading(words(245, "h"), 0), para(words(100)))
     counter = WordCounter()

@@ -131,11 +131,6 @@ def test_redact_url_hides_the_password(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
 
 
-@pytest.mark.xfail(
-    reason="library bug: redact_url only redacts the user:password@ form; a libpq URI "
-    "'?password=' query parameter is returned unredacted",
-    strict=True,
-)
 def test_redact_url_hides_a_password_given_as_query_parameter() -> None:
     assert "s3cret" not in redact_url("postgresql://rag@db.example/rag?password=s3cret")
 
