@@ -26,7 +26,8 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check rag_pipeline rag_pipeline_tests scripts
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	RAG_DAGSTER_PG_URL="$$($(BIN)/rag-pipeline db url --dagster)" \
+		$(BIN)/dagster definitions validate -w workspace.yaml
 
 test: lint
 	$(BIN)/pytest

