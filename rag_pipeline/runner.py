@@ -66,6 +66,7 @@ def run_pipeline(
     instance: dg.DagsterInstance,
     sources: Sequence[str] | None = None,
     defs: dg.Definitions | None = None,
+    log_level: str = "WARNING",
 ) -> PipelineRun:
     """Ingest each source partition, then build, check and promote the index version.
 
@@ -83,17 +84,19 @@ def run_pipeline(
     if missing:
         instance.add_dynamic_partitions(SOURCE_PARTITIONS.name, missing)
     run = PipelineRun(sources=names)
+    # The full event log goes to the instance (and the UI); the console only gets `log_level`.
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     ingest = defs.resolve_job_def("ingest_source_job")
     for name in names:
         result = ingest.execute_in_process(
-            instance=instance, partition_key=name, raise_on_error=False
+            run_config=run_config, instance=instance, partition_key=name, raise_on_error=False
         )
         if not result.success:
             run.failed_sources.append(name)
         for asset, metadata in _materialization_metadata(result).items():
             run.metadata[f"{asset}[{name}]"] = metadata
     index = defs.resolve_job_def("build_index_job").execute_in_process(
-        instance=instance, raise_on_error=False
+        run_config=run_config, instance=instance, raise_on_error=False
     )
     run.index_succeeded = index.success
     run.metadata.update(_materialization_metadata(index))

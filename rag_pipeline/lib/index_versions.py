@@ -85,13 +85,23 @@ def build_candidate(
             """,
             params,
         ).fetchone()
-        inserted = conn.execute(
+        existing = conn.execute(
+            "SELECT version_id, status, diff FROM rag.index_versions"
+            " WHERE model_key = %(model)s AND parser_key = %(parser)s"
+            " AND chunker_key = %(chunker)s AND corpus_snapshot = %(snapshot)s",
+            {**params, "snapshot": snapshot},
+        ).fetchone()
+        if existing is not None:
+            version_id, status, diff = existing
+            return Candidate(version_id, False, status, document_count, chunk_count, diff)
+        # Looked up first rather than ON CONFLICT, which would burn an identity value on every
+        # no-op run; the advisory lock above means no concurrent build can insert in between.
+        version_id = conn.execute(
             """
             INSERT INTO rag.index_versions (model_key, parser_key, chunker_key, corpus_snapshot,
                 document_count, chunk_count, run_id)
             VALUES (%(model)s, %(parser)s, %(chunker)s, %(snapshot)s, %(documents)s,
                 %(chunks)s, %(run_id)s)
-            ON CONFLICT (model_key, parser_key, chunker_key, corpus_snapshot) DO NOTHING
             RETURNING version_id
             """,
             {
@@ -101,16 +111,7 @@ def build_candidate(
                 "chunks": chunk_count,
                 "run_id": run_id,
             },
-        ).fetchone()
-        if inserted is None:
-            version_id, status, diff = conn.execute(
-                "SELECT version_id, status, diff FROM rag.index_versions"
-                " WHERE model_key = %(model)s AND parser_key = %(parser)s"
-                " AND chunker_key = %(chunker)s AND corpus_snapshot = %(snapshot)s",
-                {**params, "snapshot": snapshot},
-            ).fetchone()
-            return Candidate(version_id, False, status, document_count, chunk_count, diff)
-        version_id = int(inserted[0])
+        ).fetchone()[0]
         conn.execute(
             """
             INSERT INTO rag.index_version_chunks (version_id, chunk_id, doc_id, tenant,

@@ -171,9 +171,12 @@ def sync_source(
                 (doc_id, source, known[doc_id][0], run_id),
             )
         report.deleted = sorted(gone)
+        # Refreshed at most daily: rewriting every row on every no-op run would make re-runs
+        # cost in proportion to the corpus and bloat the table with dead tuples.
         conn.execute(
             "UPDATE rag.documents SET last_seen_at = now()"
-            " WHERE source = %s AND deleted_at IS NULL",
+            " WHERE source = %s AND deleted_at IS NULL"
+            " AND last_seen_at < now() - interval '1 day'",
             (source,),
         )
     return report

@@ -251,7 +251,7 @@ def test_chunking_config_key_changes_when_any_field_changes() -> None:
     }
     assert len(keys) == 5
     assert ChunkingConfig().key("words") == base.key("words")
-    assert base.key("words").startswith("structure-v1-256-")
+    assert base.key("words").startswith("structure-v2-256-")
 
 
 def test_text_hash_is_sha256_of_search_text() -> None:
