@@ -56,5 +56,9 @@ def chunk_embeddings(
             "embed_seconds": round(embed_seconds, 3),
             "chunks_per_second": round(len(pending) / embed_seconds, 1) if embed_seconds else 0.0,
             "duration_s": round(time.perf_counter() - started, 3),
+            "preview": dg.MetadataValue.md(
+                f"Embedded **{len(pending)}** new texts with `{model_key}`; "
+                f"{current - len(pending)} of {current} current chunks came from the cache."
+            ),
         }
     )

@@ -32,7 +32,7 @@ def parsed_documents(
     yields no text, is quarantined with the reason and the rest of the batch goes on.
     """
     started = time.perf_counter()
-    parsed, failed, elements = [], [], 0
+    parsed, failed, elements, text_chars = [], [], 0, 0
     with postgres.connection() as conn:
         pending = documents_to_parse(conn, context.partition_key, PARSER_KEY)
         for doc in pending:
@@ -51,6 +51,7 @@ def parsed_documents(
                 continue
             save_parsed(conn, doc, PARSER_KEY, result)
             elements += len(result.elements)
+            text_chars += result.text_chars
             parsed.append(
                 (
                     doc.doc_id,
@@ -65,6 +66,7 @@ def parsed_documents(
             "documents_parsed": len(parsed),
             "documents_quarantined": len(failed),
             "elements": elements,
+            "text_chars": text_chars,
             "duration_s": round(time.perf_counter() - started, 3),
             "preview": dg.MetadataValue.md(
                 (
