@@ -69,6 +69,53 @@ def state(database_url: str) -> dict[str, object]:
         }
 
 
+def start_worker(database_url: str, sources_file: Path) -> subprocess.Popen[bytes]:
+    """A separate process running the whole pipeline, as a Dagster run worker would."""
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, database_url, str(sources_file)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+
+def wait_until_embedding(database_url: str, worker: subprocess.Popen[bytes], at_least: int) -> None:
+    """Block until the worker has committed `at_least` embeddings and is still running."""
+    deadline = time.monotonic() + 240
+    with psycopg.connect(database_url, autocommit=True) as watcher:
+        while time.monotonic() < deadline and worker.poll() is None:
+            if watcher.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0] >= at_least:
+                break
+            time.sleep(0.05)
+    assert worker.poll() is None, "the worker finished before it could be killed"
+
+
+def assert_converged(database_url: str, clean_url: str) -> None:
+    """Same documents, same serving chunks and texts as a clean run; vectors up to float noise."""
+    resumed, clean = state(database_url), state(clean_url)
+    assert len(resumed["documents"]) == len(clean["documents"]) > 45
+    assert resumed["documents"] == clean["documents"]
+    assert resumed["serving_chunks"] == clean["serving_chunks"]
+    resumed_vectors = dict(resumed["serving_embeddings"])
+    clean_vectors = dict(clean["serving_embeddings"])
+    assert resumed_vectors.keys() == clean_vectors.keys()
+    # Batch composition changes float rounding in the model (the killed run used batches of 4),
+    # so vectors are equal up to float noise, not bit for bit.
+    for text_hash, vector in resumed_vectors.items():
+        assert float(np.dot(vector.to_numpy(), clean_vectors[text_hash].to_numpy())) > 0.99999
+
+
+def rebuild_and_compare(pg_data_dir: Path, database_url: str, sources_file: Path) -> None:
+    """Resume on the crashed database, build the same corpus cleanly elsewhere, compare."""
+    with dg.instance_for_test() as instance:
+        run_everything(instance, make_resources(database_url, sources_file), sources_file)
+    clean_url = create_database(pg_data_dir)
+    with dg.instance_for_test() as instance:
+        run_everything(instance, make_resources(clean_url, sources_file), sources_file)
+    assert_converged(database_url, clean_url)
+
+
 def test_sigkill_mid_embedding_then_rerun_equals_a_clean_run(
     pg_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -105,23 +152,10 @@ def test_sigkill_mid_embedding_then_rerun_equals_a_clean_run(
                 observed.append(({hit.version_id for hit in hits}, [h.chunk_id for h in hits]))
 
     reader_thread = threading.Thread(target=reader)
-    worker = subprocess.Popen(
-        [sys.executable, "-c", WORKER, database_url, str(sources_file)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
+    worker = start_worker(database_url, sources_file)
     reader_thread.start()
     try:
-        deadline = time.monotonic() + 240
-        with psycopg.connect(database_url, autocommit=True) as watcher:
-            while time.monotonic() < deadline and worker.poll() is None:
-                embedded = watcher.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0]
-                if embedded >= embeddings_before + 12:
-                    break
-                time.sleep(0.05)
-        assert worker.poll() is None, "the worker finished before it could be killed"
+        wait_until_embedding(database_url, worker, embeddings_before + 12)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
     finally:
@@ -145,23 +179,7 @@ def test_sigkill_mid_embedding_then_rerun_equals_a_clean_run(
     assert embeddings_before < partial, "the killed run had committed some embedding batches"
     assert invalid == 0
 
-    with dg.instance_for_test() as instance:
-        run_everything(instance, resources, sources_file)
-    clean_url = create_database(pg_data_dir)
-    with dg.instance_for_test() as instance:
-        run_everything(instance, make_resources(clean_url, sources_file), sources_file)
-
-    resumed, clean = state(database_url), state(clean_url)
-    assert len(resumed["documents"]) == len(clean["documents"]) > 45
-    assert resumed["documents"] == clean["documents"]
-    assert resumed["serving_chunks"] == clean["serving_chunks"]
-    resumed_vectors = dict(resumed["serving_embeddings"])
-    clean_vectors = dict(clean["serving_embeddings"])
-    assert resumed_vectors.keys() == clean_vectors.keys()
-    # Batch composition changes float rounding in the model (the killed run used batches of 4),
-    # so vectors are equal up to float noise, not bit for bit.
-    for text_hash, vector in resumed_vectors.items():
-        assert float(np.dot(vector.to_numpy(), clean_vectors[text_hash].to_numpy())) > 0.99999
+    rebuild_and_compare(pg_data_dir, database_url, sources_file)
 
 
 def test_postgres_killed_mid_run_recovers_and_converges(pg_data_dir: Path, tmp_path: Path) -> None:
@@ -183,23 +201,11 @@ def test_postgres_killed_mid_run_recovers_and_converges(pg_data_dir: Path, tmp_p
             embeddings_before = conn.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0]
 
         add_new_documents(corpus, copies=3)
-        worker = subprocess.Popen(
-            [sys.executable, "-c", WORKER, database_url, str(sources_file)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        )
+        worker = start_worker(database_url, sources_file)
         try:
-            deadline = time.monotonic() + 240
-            with psycopg.connect(database_url, autocommit=True) as watcher:
-                while time.monotonic() < deadline and worker.poll() is None:
-                    count = watcher.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0]
-                    if count >= embeddings_before + 12:
-                        break
-                    time.sleep(0.05)
+            wait_until_embedding(database_url, worker, embeddings_before + 12)
             postmaster = database.embedded_server_status(own_server).pid
-            assert postmaster is not None and worker.poll() is None
+            assert postmaster is not None
             os.kill(postmaster, signal.SIGKILL)
         finally:
             worker.kill()
@@ -222,16 +228,6 @@ def test_postgres_killed_mid_run_recovers_and_converges(pg_data_dir: Path, tmp_p
                 == 0
             )
 
-        with dg.instance_for_test() as instance:
-            run_everything(instance, resources, sources_file)
-        clean_url = create_database(pg_data_dir)
-        with dg.instance_for_test() as instance:
-            run_everything(instance, make_resources(clean_url, sources_file), sources_file)
-        resumed, clean = state(database_url), state(clean_url)
-        assert resumed["documents"] == clean["documents"]
-        assert resumed["serving_chunks"] == clean["serving_chunks"]
-        assert (
-            dict(resumed["serving_embeddings"]).keys() == dict(clean["serving_embeddings"]).keys()
-        )
+        rebuild_and_compare(pg_data_dir, database_url, sources_file)
     finally:
         database.stop_embedded_server(own_server)
