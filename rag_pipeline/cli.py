@@ -8,10 +8,15 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rag_pipeline  # noqa: F401  (applies the offline environment first)
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import ConfigurationError, directory_file_from_env, load_user_access
+
+if TYPE_CHECKING:
+    from rag_pipeline.runner import PipelineRun
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -64,6 +69,46 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+SUMMARY_COLUMNS = [
+    ("files", "source_documents", "documents_discovered"),
+    ("added", "source_documents", "documents_added"),
+    ("changed", "source_documents", "documents_changed"),
+    ("deleted", "source_documents", "documents_deleted"),
+    ("quarantined", "source_documents", "documents_quarantined"),
+    ("parsed", "parsed_documents", "documents_parsed"),
+    ("chunks written", "chunks", "chunks_written"),
+    ("texts embedded", "chunk_embeddings", "texts_embedded"),
+]
+
+
+def print_summary(run: PipelineRun) -> None:
+    width = max(len(source) for source in run.sources)
+    print("\nPipeline summary")
+    print("  " + "source".ljust(width) + "".join(f"  {name}" for name, _, _ in SUMMARY_COLUMNS))
+    for source in run.sources:
+        cells = [
+            run.metadata.get(f"{asset}[{source}]", {}).get(key, "-")
+            for _, asset, key in SUMMARY_COLUMNS
+        ]
+        print(
+            "  "
+            + source.ljust(width)
+            + "".join(
+                f"  {cell!s:>{len(name)}}"
+                for (name, _, _), cell in zip(SUMMARY_COLUMNS, cells, strict=True)
+            )
+        )
+    index = run.metadata.get("vector_index", {})
+    serving = run.metadata.get("active_index", {})
+    if index:
+        print(
+            f"\n  index version {index['version_id']}"
+            f" ({'new' if index['version_created'] else 'unchanged'}):"
+            f" {index['documents']} documents, {index['chunks']} chunks;"
+            f" serving version {serving.get('serving_version_id', '-')}"
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -72,14 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepare_dagster_home(args.data_dir)
     instance = dg.DagsterInstance.get()
     run = run_pipeline(instance, args.source or None)
-    print("\nPipeline summary")
-    for key, metadata in sorted(run.metadata.items()):
-        shown = {
-            k: v
-            for k, v in metadata.items()
-            if isinstance(v, int | float | bool | str) and k not in ("preview",)
-        }
-        print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in list(shown.items())[:9]))
+    print_summary(run)
     quarantined = [
         (entry["doc_id"], entry["reason_code"])
         for key, metadata in run.metadata.items()
@@ -116,7 +154,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         f"DAGSTER_HOME={home}; storage on {database.redact_url(os.environ['RAG_DAGSTER_PG_URL'])}"
     )
     workspace = str(REPO_ROOT / "workspace.yaml")
-    os.execvp("dagster", ["dagster", "dev", "-w", workspace, *args.dagster_args])
+    # The `dagster` next to this interpreter: the venv need not be activated.
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    extra = [arg for arg in args.dagster_args if arg != "--"]
+    os.execv(dagster, [dagster, "dev", "-w", workspace, *extra])
     return 0
 
 

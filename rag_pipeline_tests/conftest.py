@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +36,55 @@ def _guard(address: Any) -> None:
         raise NetworkBlockedError(f"outbound connection to {address!r} blocked in tests")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def block_outbound_network() -> Iterator[None]:
-    """Refuse every non-loopback TCP/UDP connection for the whole suite (Unix sockets pass)."""
-    original_connect = socket.socket.connect
-    original_connect_ex = socket.socket.connect_ex
-    original_sendto = socket.socket.sendto
+def install_network_guard() -> Callable[[], None]:
+    """Refuse every non-loopback connection and name lookup; returns a function that undoes it.
+
+    Unix sockets (the embedded PostgreSQL) pass. Also installed in the subprocesses tests start.
+    """
+    original = {
+        "connect": socket.socket.connect,
+        "connect_ex": socket.socket.connect_ex,
+        "sendto": socket.socket.sendto,
+        "getaddrinfo": socket.getaddrinfo,
+    }
 
     def connect(self: socket.socket, address: Any) -> Any:
         _guard(address)
-        return original_connect(self, address)
+        return original["connect"](self, address)
 
     def connect_ex(self: socket.socket, address: Any) -> Any:
         _guard(address)
-        return original_connect_ex(self, address)
+        return original["connect_ex"](self, address)
 
     def sendto(self: socket.socket, data: Any, *args: Any) -> Any:
         _guard(args[-1])
-        return original_sendto(self, data, *args)
+        return original["sendto"](self, data, *args)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None and str(host) not in LOOPBACK:
+            raise NetworkBlockedError(f"name lookup of {host!r} blocked in tests")
+        return original["getaddrinfo"](host, *args, **kwargs)
 
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     socket.socket.sendto = sendto  # type: ignore[method-assign]
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+
+    def restore() -> None:
+        socket.socket.connect = original["connect"]  # type: ignore[method-assign]
+        socket.socket.connect_ex = original["connect_ex"]  # type: ignore[method-assign]
+        socket.socket.sendto = original["sendto"]  # type: ignore[method-assign]
+        socket.getaddrinfo = original["getaddrinfo"]  # type: ignore[assignment]
+
+    return restore
+
+
+@pytest.fixture(scope="session", autouse=True)
+def block_outbound_network() -> Iterator[None]:
+    """No test may reach the internet: everything must work offline."""
+    restore = install_network_guard()
     yield
-    socket.socket.connect = original_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = original_connect_ex  # type: ignore[method-assign]
-    socket.socket.sendto = original_sendto  # type: ignore[method-assign]
+    restore()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from rag_pipeline_tests.pipeline_helpers import run_everything
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER = """
 import sys
+from rag_pipeline_tests.conftest import install_network_guard
+install_network_guard()
 import dagster as dg
 from rag_pipeline.defs.resources import EmbedderResource
 from rag_pipeline.definitions import build_defs

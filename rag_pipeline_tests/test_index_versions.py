@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 
 from rag_pipeline.defs.indexes.maintenance import rollback_index_job
-from rag_pipeline.defs.resources import ChunkingResource
+from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource
 from rag_pipeline.lib import database, index_versions
 from rag_pipeline.lib.catalog import load_user_access
-from rag_pipeline.lib.embedding import load_embedder
+from rag_pipeline.lib.embedding import DEFAULT_MODEL_NAME, load_embedder, packaged_model_path
 from rag_pipeline.lib.quality_gates import BLOCKING_GATES
-from rag_pipeline.lib.retrieval import search
+from rag_pipeline.lib.retrieval import NoServingIndexError, search
 from rag_pipeline_tests.conftest import make_resources
 from rag_pipeline_tests.pipeline_helpers import (
     materialize_index,
@@ -147,3 +147,35 @@ def test_chunker_change_builds_a_new_version_reusing_cached_embeddings(
     assert 0 < embedded < new_chunks, "unchanged chunk texts come from the cache"
     assert metadata_of(index, "active_index")["switched"] is True
     assert first_embedded == metadata_of(first, "vector_index")["chunks"]
+
+
+def test_model_change_builds_a_new_version_and_queries_must_follow(
+    instance: dg.DagsterInstance, database_url: str, corpus: Path, tmp_path: Path
+) -> None:
+    resources = make_resources(database_url, corpus / "sources.yaml")
+    _, first = run_everything(instance, resources, corpus / "sources.yaml")
+    # The same weights under another local path count as another model: its cache key differs.
+    local_model = tmp_path / "local-minilm"
+    local_model.symlink_to(packaged_model_path(DEFAULT_MODEL_NAME), target_is_directory=True)
+    other_model = {**resources, "embedder": EmbedderResource(model_name=str(local_model))}
+    per_source, index = run_everything(instance, other_model, corpus / "sources.yaml")
+    diff = metadata_of(index, "vector_index")["diff"]
+    assert diff["model_changed"] is True and diff["chunker_changed"] is False
+    chunk_count = metadata_of(index, "vector_index")["chunks"]
+    assert diff["chunks"] == {"added": 0, "removed": 0, "unchanged": chunk_count}
+    assert (
+        total(per_source, "chunk_embeddings", "texts_embedded")
+        == metadata_of(index, "vector_index")["chunks"]
+    )
+    assert total(per_source, "parsed_documents", "documents_parsed") == 0
+    assert total(per_source, "chunks", "chunks_written") == 0, "same tokenizer: same chunks"
+    assert metadata_of(index, "active_index")["switched"] is True
+
+    alice = load_user_access(corpus / "directory.yaml", "alice")
+    with database.connection(database_url) as conn:
+        with pytest.raises(NoServingIndexError, match="embedded with"):
+            search(conn, load_embedder(), "postgres failover", alice)
+        assert search(conn, load_embedder(str(local_model)), "postgres failover", alice)
+        index_versions.rollback(conn, actor="test")
+        assert search(conn, load_embedder(), "postgres failover", alice)
+    assert serving(database_url) == metadata_of(first, "vector_index")["version_id"]

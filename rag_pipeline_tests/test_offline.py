@@ -11,6 +11,8 @@ from rag_pipeline_tests.conftest import NetworkBlockedError
 def test_outbound_network_is_blocked_for_the_suite() -> None:
     with pytest.raises(NetworkBlockedError):
         socket.create_connection(("pypi.org", 443), timeout=1)
+    with pytest.raises(NetworkBlockedError):
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(("93.184.216.34", 80))
 
 
 def test_the_patched_unstructured_function_still_exists() -> None:

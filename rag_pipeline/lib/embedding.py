@@ -57,14 +57,26 @@ def model_key_for(model_name: str = DEFAULT_MODEL_NAME) -> str:
     return f"{model_name}@{_weights_digest(packaged_model_path(model_name))}/torch"
 
 
+def _tokenizer_digest(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        path = model_dir / name
+        if path.is_file():
+            digest.update(name.encode() + b"\x00" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 class HuggingFaceTokenCounter:
     """Counts word pieces with the embedder's own tokenizer (no model weights loaded)."""
 
     def __init__(self, model_name: str) -> None:
         from transformers import AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_path(model_name)))
-        self.name = f"{model_name}:{type(self._tokenizer).__name__}"
+        model_dir = packaged_model_path(model_name)
+        self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        # Named by content, not by model: a model swap that keeps the tokenizer keeps the chunks
+        # and only re-embeds them.
+        self.name = f"{type(self._tokenizer).__name__}@{_tokenizer_digest(model_dir)}"
 
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
