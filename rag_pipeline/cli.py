@@ -50,7 +50,7 @@ def print_hits(query: str, user: str, hits: Sequence[object]) -> None:
         pages = f" p.{','.join(map(str, hit.page_numbers))}" if hit.page_numbers else ""
         print(f"{rank}. [{hit.score:.3f}] {hit.title}  ({hit.doc_id}{pages})")
         print(f"   {heading}")
-        print(f"   {hit.uri}#chars={hit.char_start}-{hit.char_end}")
+        print(f"   {hit.uri}#chars={hit.char_start}-{hit.char_end}  chunk {hit.chunk_id}")
         snippet = " ".join(hit.text.split())
         print(f"   {snippet[:220]}{'…' if len(snippet) > 220 else ''}")
 
@@ -146,6 +146,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if run.succeeded else 1
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from rag_pipeline.lib.lineage import trace_chunk
+
+    with database.connection(_database_url(args)) as conn:
+        trace = trace_chunk(conn, args.chunk_id)
+    print(json.dumps(trace, indent=2, ensure_ascii=False))
+    return 0 if trace["source_bytes"]["sha256_verified"] else 1
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from rag_pipeline.runner import REPO_ROOT, prepare_dagster_home
 
@@ -218,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true")
     search.set_defaults(handler=cmd_search)
 
+    lineage = commands.add_parser(
+        "lineage", help="trace a chunk (from search results) back to its source bytes"
+    )
+    lineage.add_argument("chunk_id")
+    lineage.set_defaults(handler=cmd_lineage)
+
     db = commands.add_parser("db", help="the embedded PostgreSQL server")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
     db.add_argument("--dagster", action="store_true", help="with url: Dagster's storage URL")
@@ -246,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args))
-    except (ConfigurationError, database.DatabaseError, ValueError, RuntimeError) as error:
+    except (
+        ConfigurationError,
+        database.DatabaseError,
+        ValueError,
+        RuntimeError,
+        LookupError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -1,0 +1,107 @@
+"""Trace a search hit back to the exact source bytes, for auditors.
+
+A chunk leads to its document version (content hash), the stored bytes (re-hashed here to prove
+they are the bytes that were parsed), the parsed elements it was cut from, the index versions
+that served it, and the document's audit events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg
+
+
+class UnknownChunkError(LookupError):
+    """No chunk with this id exists (it may have been garbage-collected)."""
+
+
+def trace_chunk(conn: psycopg.Connection, chunk_id: str) -> dict[str, Any]:
+    row = conn.execute(
+        """
+        SELECT c.doc_id, c.content_hash, c.parser_key, c.chunker_key, c.ordinal, c.text,
+               c.heading_path, c.element_start, c.element_end, c.char_start, c.char_end,
+               c.page_numbers, d.source, d.uri, d.owner, d.tenant, d.acl_principals,
+               d.content_hash AS current_hash, d.deleted_at, b.content, p.elements
+        FROM rag.chunks c
+        JOIN rag.documents d ON d.doc_id = c.doc_id
+        LEFT JOIN rag.source_blobs b ON b.content_hash = c.content_hash
+        LEFT JOIN rag.parsed_documents p ON p.doc_id = c.doc_id
+            AND p.content_hash = c.content_hash AND p.parser_key = c.parser_key
+        WHERE c.chunk_id = %s
+        """,
+        (chunk_id,),
+    ).fetchone()
+    if row is None:
+        raise UnknownChunkError(f"no chunk {chunk_id!r}")
+    (
+        doc_id,
+        content_hash,
+        parser_key,
+        chunker_key,
+        ordinal,
+        text,
+        heading_path,
+        element_start,
+        element_end,
+        char_start,
+        char_end,
+        pages,
+        source,
+        uri,
+        owner,
+        tenant,
+        acl,
+        current_hash,
+        deleted_at,
+        blob,
+        elements,
+    ) = row
+    versions = conn.execute(
+        "SELECT m.version_id, v.status FROM rag.index_version_chunks m"
+        " JOIN rag.index_versions v USING (version_id) WHERE m.chunk_id = %s"
+        " ORDER BY m.version_id",
+        (chunk_id,),
+    ).fetchall()
+    events = conn.execute(
+        "SELECT event, content_hash, run_id, recorded_at FROM rag.document_events"
+        " WHERE doc_id = %s ORDER BY event_id",
+        (doc_id,),
+    ).fetchall()
+    stored_bytes = bytes(blob) if blob is not None else None
+    return {
+        "chunk": {
+            "chunk_id": chunk_id,
+            "ordinal": ordinal,
+            "text": text,
+            "heading_path": list(heading_path),
+            "char_range": [char_start, char_end],
+            "element_range": [element_start, element_end],
+            "pages": list(pages),
+            "parser": parser_key,
+            "chunker": chunker_key,
+        },
+        "document": {
+            "doc_id": doc_id,
+            "source": source,
+            "uri": uri,
+            "owner": owner,
+            "tenant": tenant,
+            "acl_principals": list(acl),
+            "content_hash": content_hash,
+            "is_current_version": current_hash == content_hash and deleted_at is None,
+        },
+        "source_bytes": {
+            "stored": stored_bytes is not None,
+            "byte_size": len(stored_bytes) if stored_bytes is not None else None,
+            "sha256_verified": stored_bytes is not None
+            and hashlib.sha256(stored_bytes).hexdigest() == content_hash,
+        },
+        "elements": (elements or [])[element_start:element_end],
+        "index_versions": [{"version_id": v, "status": s} for v, s in versions],
+        "document_events": [
+            {"event": e, "content_hash": h, "run_id": r, "recorded_at": t.isoformat()}
+            for e, h, r, t in events
+        ],
+    }
