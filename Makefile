@@ -33,9 +33,11 @@ test: lint
 	$(BIN)/pytest
 
 # Incremental re-indexing benchmark on 2,000 BEIR SciFact abstracts from ../shared (not needed
-# by the demo); writes reports/bench.json and reports/bench.md.
+# by the demo); writes reports/bench.json and reports/bench.md. Then permission-filtered search
+# latency and recall at 20,000 chunks: reports/search_scaling.{json,md}.
 bench: install
 	$(BIN)/python benchmarks/bench_incremental.py --docs 2000 --out reports
+	$(BIN)/python benchmarks/bench_search_scaling.py --chunks 20000 --out reports
 
 ui: install
 	$(BIN)/rag-pipeline ui

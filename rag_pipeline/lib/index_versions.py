@@ -126,6 +126,9 @@ def build_candidate(
             "UPDATE rag.index_versions SET diff = %s WHERE version_id = %s",
             (Jsonb(diff), version_id),
         )
+    # Fresh statistics before the version can serve: with the new memberships unknown to the
+    # planner, search drives from the wrong table instead of the HNSW index (20x slower).
+    conn.execute("ANALYZE rag.index_version_chunks, rag.chunks, rag.embeddings")
     return Candidate(version_id, True, "candidate", document_count, chunk_count, diff)
 
 
@@ -220,15 +223,6 @@ def record_check(
         """,
         (version_id,),
     )
-
-
-def latest_candidate(conn: psycopg.Connection, keys: IndexKeys) -> int | None:
-    row = conn.execute(
-        "SELECT max(version_id) FROM rag.index_versions WHERE model_key = %s"
-        " AND parser_key = %s AND chunker_key = %s",
-        (keys.model_key, keys.parser_key, keys.chunker_key),
-    ).fetchone()
-    return int(row[0]) if row and row[0] is not None else None
 
 
 def promote(

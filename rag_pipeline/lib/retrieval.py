@@ -14,6 +14,8 @@ import psycopg
 from rag_pipeline.lib.catalog import UserAccess
 from rag_pipeline.lib.embedding import Embedder
 
+HNSW_EF_SEARCH = 200
+
 
 class NoServingIndexError(RuntimeError):
     """Nothing has been promoted yet, or the serving version was built with another model."""
@@ -46,8 +48,12 @@ def vector_search(
     """Nearest chunks by cosine similarity among those `access` may read, best first."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        # Let the HNSW scan keep going until enough rows survive the permission filter.
-        conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        # Let the HNSW scan keep going until enough rows survive the permission filter, in
+        # exact distance order. A wider candidate list than pgvector's default of 40: for a
+        # reader allowed 10% of rows, recall@10 went from 0.86 to 0.92 for about 1 ms
+        # (benchmarks/bench_search_scaling.py).
+        conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(HNSW_EF_SEARCH),))
         active = conn.execute(
             "SELECT a.version_id, v.model_key FROM rag.active_index a"
             " JOIN rag.index_versions v ON v.version_id = a.version_id"
@@ -88,6 +94,10 @@ def vector_search(
                 "principals": list(access.principals),
                 "limit": limit,
             },
+            # Never a server-side prepared statement: psycopg prepares after five executions, and
+            # the generic plan that follows cannot see the version or filters and falls back to
+            # a sequential scan plus sort (50 ms instead of 2 ms at 20k chunks).
+            prepare=False,
         ).fetchall()
     return [
         SearchHit(
