@@ -192,17 +192,19 @@ def _record_quarantine(
     reason_code: str,
     reason: str,
     run_id: str | None,
+    processor_key: str = "",
 ) -> None:
     conn.execute(
         """
         INSERT INTO rag.quarantine (doc_id, content_hash, stage, source, uri, reason_code,
-            reason, run_id)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            reason, run_id, processor_key)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (doc_id, content_hash, stage) DO UPDATE SET
             reason_code = EXCLUDED.reason_code, reason = EXCLUDED.reason,
-            run_id = EXCLUDED.run_id, last_seen_at = now()
+            run_id = EXCLUDED.run_id, processor_key = EXCLUDED.processor_key,
+            last_seen_at = now()
         """,
-        (doc_id, content_hash, stage, source, uri, reason_code, reason, run_id),
+        (doc_id, content_hash, stage, source, uri, reason_code, reason, run_id, processor_key),
     )
 
 
@@ -210,12 +212,26 @@ def quarantine_document(
     conn: psycopg.Connection,
     doc: PendingDocument,
     stage: str,
+    processor_key: str,
     reason_code: str,
     reason: str,
     run_id: str | None,
 ) -> None:
+    """Record that `processor_key` (a parser or chunker) refused this document version.
+
+    Only that processor: a new parser or chunker version gives the document another try.
+    """
     _record_quarantine(
-        conn, doc.doc_id, doc.content_hash, stage, doc.source, doc.uri, reason_code, reason, run_id
+        conn,
+        doc.doc_id,
+        doc.content_hash,
+        stage,
+        doc.source,
+        doc.uri,
+        reason_code,
+        reason,
+        run_id,
+        processor_key,
     )
 
 
@@ -241,14 +257,17 @@ def documents_to_parse(
         """
         SELECT d.doc_id, d.source, d.uri, d.relative_path, d.content_hash, d.mime_type,
                d.encoding, d.title
-        FROM rag.live_documents d
-        WHERE d.source = %s
+        FROM rag.documents d
+        WHERE d.source = %(source)s AND d.deleted_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM rag.quarantine q
+                          WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
+                            AND NOT (q.stage = 'parse' AND q.processor_key <> %(parser)s))
           AND NOT EXISTS (SELECT 1 FROM rag.parsed_documents p
                           WHERE p.doc_id = d.doc_id AND p.content_hash = d.content_hash
-                            AND p.parser_key = %s)
+                            AND p.parser_key = %(parser)s)
         ORDER BY d.doc_id
         """,
-        (source, parser_key),
+        {"source": source, "parser": parser_key},
     ).fetchall()
     return [PendingDocument(*row) for row in rows]
 
@@ -262,9 +281,18 @@ def load_blob(conn: psycopg.Connection, content_hash: str) -> bytes:
     return bytes(row[0])
 
 
+def release_quarantine(conn: psycopg.Connection, doc: PendingDocument, stage: str) -> None:
+    """A stage succeeded on this document version: an earlier processor's refusal is void."""
+    conn.execute(
+        "DELETE FROM rag.quarantine WHERE doc_id = %s AND content_hash = %s AND stage = %s",
+        (doc.doc_id, doc.content_hash, stage),
+    )
+
+
 def save_parsed(
     conn: psycopg.Connection, doc: PendingDocument, parser_key: str, parsed: ParsedDocument
 ) -> None:
+    release_quarantine(conn, doc, "parse")
     conn.execute(
         """
         INSERT INTO rag.parsed_documents (doc_id, content_hash, parser_key, title, elements,
@@ -292,16 +320,20 @@ def documents_to_chunk(
         """
         SELECT d.doc_id, d.source, d.uri, d.relative_path, d.content_hash, d.mime_type,
                d.encoding, p.title
-        FROM rag.live_documents d
+        FROM rag.documents d
         JOIN rag.parsed_documents p
-          ON p.doc_id = d.doc_id AND p.content_hash = d.content_hash AND p.parser_key = %s
-        WHERE d.source = %s
+          ON p.doc_id = d.doc_id AND p.content_hash = d.content_hash
+             AND p.parser_key = %(parser)s
+        WHERE d.source = %(source)s AND d.deleted_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM rag.quarantine q
+                          WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
+                            AND NOT (q.stage = 'chunk' AND q.processor_key <> %(chunker)s))
           AND NOT EXISTS (SELECT 1 FROM rag.chunks c
                           WHERE c.doc_id = d.doc_id AND c.content_hash = d.content_hash
-                            AND c.parser_key = %s AND c.chunker_key = %s)
+                            AND c.parser_key = %(parser)s AND c.chunker_key = %(chunker)s)
         ORDER BY d.doc_id
         """,
-        (parser_key, source, parser_key, chunker_key),
+        {"source": source, "parser": parser_key, "chunker": chunker_key},
     ).fetchall()
     return [PendingDocument(*row) for row in rows]
 
@@ -332,6 +364,7 @@ def save_chunks(
     chunker_key: str,
     chunks: Sequence[Chunk],
 ) -> int:
+    release_quarantine(conn, doc, "chunk")
     with conn.cursor() as cursor:
         cursor.executemany(
             """

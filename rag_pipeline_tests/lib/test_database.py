@@ -141,3 +141,38 @@ def test_connection_failure_raises_database_error_without_the_password(tmp_path:
         connect(url)
     assert "hunter2" not in str(raised.value)
     assert "rag:***@" in str(raised.value)
+
+
+def test_a_new_parser_version_retries_a_document_the_old_one_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    from rag_pipeline.lib.catalog import SourceConfig
+    from rag_pipeline.lib.connectors import scan_filesystem_source
+    from rag_pipeline.lib.parsing import parse_document
+    from rag_pipeline.lib.pipeline_store import (
+        documents_to_parse,
+        quarantine_document,
+        save_parsed,
+        sync_source,
+    )
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "_metadata.yaml").write_text("defaults: {tenant: t, acl: ['group:g']}\n")
+    (folder / "note.md").write_text("# Note\n\nSome text that parses fine.\n")
+    source = SourceConfig(name="src", connector="filesystem", path=folder)
+    with connect(database_url) as conn:
+        sync_source(conn, "src", scan_filesystem_source(source), run_id=None)
+        [doc] = documents_to_parse(conn, "src", "parser-v1")
+        quarantine_document(conn, doc, "parse", "parser-v1", "parser_error", "boom", None)
+        assert documents_to_parse(conn, "src", "parser-v1") == []
+        assert conn.execute("SELECT count(*) FROM rag.live_documents").fetchone()[0] == 0
+
+        [retry] = documents_to_parse(conn, "src", "parser-v2")
+        assert retry.doc_id == doc.doc_id
+        with conn.transaction():
+            save_parsed(
+                conn, retry, "parser-v2", parse_document(b"# Note\n\nText.", "text/markdown")
+            )
+        assert conn.execute("SELECT count(*) FROM rag.quarantine").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM rag.live_documents").fetchone()[0] == 1

@@ -49,6 +49,7 @@ def chunks(
                     conn,
                     doc,
                     "chunk",
+                    chunker_key,
                     "no_chunks",
                     "parsed text produced no chunks",
                     context.run_id,

@@ -45,11 +45,14 @@ def parsed_documents(
                     declared_title=doc.title,
                 )
             except ParseError as error:
-                quarantine_document(conn, doc, "parse", error.code, error.message, context.run_id)
+                quarantine_document(
+                    conn, doc, "parse", PARSER_KEY, error.code, error.message, context.run_id
+                )
                 failed.append((doc.doc_id, error.code, error.message))
                 context.log.warning(f"quarantined {doc.doc_id}: {error.message}")
                 continue
-            save_parsed(conn, doc, PARSER_KEY, result)
+            with conn.transaction():
+                save_parsed(conn, doc, PARSER_KEY, result)
             elements += len(result.elements)
             text_chars += result.text_chars
             parsed.append(
