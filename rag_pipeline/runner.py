@@ -52,7 +52,7 @@ def prepare_dagster_home(data_dir: str | None = None) -> Path:
     return home
 
 
-def _materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
+def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
     found: dict[str, dict[str, object]] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
@@ -93,11 +93,11 @@ def run_pipeline(
         )
         if not result.success:
             run.failed_sources.append(name)
-        for asset, metadata in _materialization_metadata(result).items():
+        for asset, metadata in materialization_metadata(result).items():
             run.metadata[f"{asset}[{name}]"] = metadata
     index = defs.resolve_job_def("build_index_job").execute_in_process(
         run_config=run_config, instance=instance, raise_on_error=False
     )
     run.index_succeeded = index.success
-    run.metadata.update(_materialization_metadata(index))
+    run.metadata.update(materialization_metadata(index))
     return run

@@ -15,17 +15,15 @@ from rag_pipeline.defs.indexes.checks import index_version_gates
 from rag_pipeline.defs.parsing.assets import parsed_documents
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
 from rag_pipeline.lib.catalog import load_sources
+from rag_pipeline.runner import materialization_metadata
 
 SOURCE_STAGES = [source_documents, parsed_documents, chunks, chunk_embeddings]
 INDEX_STAGES = [vector_index, index_version_gates, active_index]
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        if materialization.asset_key.to_user_string() == asset:
-            return {key: value.value for key, value in materialization.metadata.items()}
-    raise KeyError(f"{asset} was not materialized")
+    """The metadata `asset` reported in this run; KeyError if it was not materialized."""
+    return materialization_metadata(result)[asset]
 
 
 def materialize_sources(
