@@ -39,6 +39,15 @@ bench: install
 	$(BIN)/python benchmarks/bench_incremental.py --docs 2000 --out reports
 	$(BIN)/python benchmarks/bench_search_scaling.py --chunks 20000 --out reports
 
+# Retrieval quality on BEIR SciFact from ../shared (not needed by the demo): imports it as a
+# source, builds it through the pipeline into .rag_data/eval, scores vector/lexical/hybrid and a
+# BM25 and a dense reference; writes reports/eval.{json,md} and reports/eval_per_query.jsonl.
+# The full corpus takes 30+ minutes to embed on 2 cores: `make eval EVAL_DOCS=1000` for a subset.
+EVAL_BEIR_DIR ?= ../shared/beir/scifact
+EVAL_DOCS ?=
+eval: install
+	$(BIN)/python benchmarks/eval.py --beir "$(EVAL_BEIR_DIR)" --docs "$(EVAL_DOCS)" --out reports
+
 ui: install
 	$(BIN)/rag-pipeline ui
 

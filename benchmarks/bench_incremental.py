@@ -129,6 +129,7 @@ def write_corpus(root: Path, abstracts: list[Abstract]) -> Path:
             f"  - name: {name}",
             "    connector: filesystem",
             f"    path: {name}",
+            f"    tenants: [{TENANT}]",
             f"    description: BEIR SciFact abstracts, share {index} of {SOURCE_COUNT}",
         ]
     for position, abstract in enumerate(abstracts):

@@ -13,14 +13,36 @@ from typing import TYPE_CHECKING
 
 import rag_pipeline  # noqa: F401  (applies the offline environment first)
 from rag_pipeline.lib import database
-from rag_pipeline.lib.catalog import ConfigurationError, directory_file_from_env, load_user_access
+from rag_pipeline.lib.catalog import ConfigurationError, UserAccess, load_user_access
+from rag_pipeline.settings import Settings, current_settings
 
 if TYPE_CHECKING:
+    from rag_pipeline.lib.embedding import SentenceTransformerEmbedder
     from rag_pipeline.runner import PipelineRun
 
 
-def _database_url(args: argparse.Namespace) -> str:
-    return database.resolve_database_url(os.environ.get("RAG_DATABASE_URL"), args.data_dir)
+def _database_url(settings: Settings) -> str:
+    return database.resolve_database_url(settings.database_url or None, settings.data_dir)
+
+
+def _embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    from rag_pipeline.lib.embedding import load_embedder
+
+    return load_embedder(settings.embedding_model, settings.embedding_batch_size)
+
+
+def _reader(settings: Settings, user: str, directory: str | None = None) -> UserAccess:
+    return load_user_access(directory or settings.directory_file, user)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -56,16 +78,47 @@ def print_hits(query: str, user: str, hits: Sequence[object]) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rag_pipeline.lib.embedding import load_embedder
-    from rag_pipeline.lib.retrieval import search
+    from dataclasses import replace
 
-    access = load_user_access(args.directory or directory_file_from_env(), args.user)
-    with database.connection(_database_url(args)) as conn:
-        hits = search(conn, load_embedder(), args.query, access, args.limit)
+    from rag_pipeline.lib.retrieval import LEXICAL, retrieve
+
+    settings = current_settings()
+    access = _reader(settings, args.user, args.directory)
+    options = replace(
+        settings.retrieval_options(),
+        limit=args.limit,
+        **({"mode": args.mode} if args.mode else {}),
+        **({"rerank": False} if args.no_rerank else {}),
+    )
+    # Lexical search needs no model: do not load one (seconds) for nothing. A model that fails
+    # to load is an outage of the vector leg, not of search: retrieval falls back to lexical.
+    embedder = None
+    if options.mode != LEXICAL:
+        try:
+            embedder = _embedder(settings)
+        except Exception as error:
+            print(f"warning: the embedding model failed to load: {error}", file=sys.stderr)
+    with database.connection(_database_url(settings)) as conn:
+        result = retrieve(conn, access, args.query, options, embedder, args.index_version)
+    if result.fallback_reason:
+        print(
+            f"warning: {result.mode_requested} search fell back to {result.mode_used}: "
+            f"{result.fallback_reason}",
+            file=sys.stderr,
+        )
+    reranked = f", reranked by {result.reranker}" if result.reranker != "none" else ""
+    candidates = " ".join(f"{leg}={count}" for leg, count in result.candidates.items())
+    summary = (
+        f"(index version {result.version_id}, {result.mode_used}{reranked},"
+        f" candidates {candidates}, {result.timings_ms['total']:.0f} ms)"
+    )
     if args.json:
-        print(json.dumps([asdict(hit) for hit in hits], indent=2, default=str))
+        # A list of hits, as before; each hit carries its version and every stage's score.
+        print(json.dumps([asdict(hit) for hit in result.hits], indent=2, default=str))
+        print(summary, file=sys.stderr)
     else:
-        print_hits(args.query, args.user, hits)
+        print_hits(args.query, args.user, result.hits)
+        print(f"\n{summary}")
     return 0
 
 
@@ -112,33 +165,46 @@ def print_summary(run: PipelineRun) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from rag_pipeline.lib.pipeline_store import current_quarantine
     from rag_pipeline.runner import prepare_dagster_home, run_pipeline
 
-    prepare_dagster_home(args.data_dir)
+    settings = current_settings()
+    prepare_dagster_home(settings.data_dir)
     instance = dg.DagsterInstance.get()
     run = run_pipeline(instance, args.source or None)
+    if run.recovery is not None and run.recovery.runs_marked_failed:
+        print(
+            "Marked failed (their process was gone): " + ", ".join(run.recovery.runs_marked_failed),
+            file=sys.stderr,
+        )
     print_summary(run)
-    quarantined = [
-        (entry["doc_id"], entry["reason_code"])
-        for key, metadata in run.metadata.items()
-        if key.startswith("source_documents")
-        for entry in metadata.get("quarantine", [])  # type: ignore[union-attr]
-    ]
+    # Read back from Postgres rather than run metadata: documents refused by the parser or the
+    # chunker are quarantined there too, not only those the connector refused.
+    with database.connection(_database_url(settings)) as conn:
+        quarantined = [
+            record for source in run.sources for record in current_quarantine(conn, source)
+        ]
     if quarantined:
         print("\nQuarantined documents")
-        for doc_id, reason in quarantined:
-            print(f"  {doc_id}: {reason}")
+        for record in quarantined:
+            print(f"  {record.doc_id}: {record.reason_code} ({record.stage})")
     if run.failed_sources:
         print(f"\nFAILED sources: {run.failed_sources}", file=sys.stderr)
     if not run.index_succeeded:
         print("\nFAILED: the index version was not built or not promoted", file=sys.stderr)
     if run.succeeded and args.sample_query:
-        from rag_pipeline.lib.embedding import load_embedder
         from rag_pipeline.lib.retrieval import search
 
-        access = load_user_access(directory_file_from_env(), args.sample_user)
-        with database.connection(_database_url(args)) as conn:
-            hits = search(conn, load_embedder(), args.sample_query, access, 3)
+        access = _reader(settings, args.sample_user)
+        with database.connection(_database_url(settings)) as conn:
+            hits = search(
+                conn,
+                _embedder(settings),
+                args.sample_query,
+                access,
+                3,
+                max_query_chars=settings.max_query_chars,
+            )
         print_hits(args.sample_query, args.sample_user, hits)
         if not hits:
             print("FAILED: the sample search returned nothing", file=sys.stderr)
@@ -149,8 +215,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_lineage(args: argparse.Namespace) -> int:
     from rag_pipeline.lib.lineage import trace_chunk
 
-    with database.connection(_database_url(args)) as conn:
-        trace = trace_chunk(conn, args.chunk_id)
+    settings = current_settings()
+    access = _reader(settings, args.user, args.directory)
+    with database.connection(_database_url(settings)) as conn:
+        trace = trace_chunk(conn, args.chunk_id, access)
     print(json.dumps(trace, indent=2, ensure_ascii=False))
     return 0 if trace["source_bytes"]["sha256_verified"] else 1
 
@@ -158,7 +226,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from rag_pipeline.runner import REPO_ROOT, prepare_dagster_home
 
-    home = prepare_dagster_home(args.data_dir)
+    home = prepare_dagster_home(current_settings().data_dir)
     print(
         f"DAGSTER_HOME={home}; storage on {database.redact_url(os.environ['RAG_DAGSTER_PG_URL'])}"
     )
@@ -174,7 +242,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag_pipeline.lib import index_versions
     from rag_pipeline.lib.quality_gates import BLOCKING_GATES
 
-    with database.connection(_database_url(args)) as conn:
+    settings = current_settings()
+    with database.connection(_database_url(settings)) as conn:
         if args.action == "status":
             active = index_versions.active_version_id(conn)
             print(f"serving version: {active}")
@@ -198,11 +267,55 @@ def cmd_index(args: argparse.Namespace) -> int:
             )
             print(f"version {args.version} is serving" + ("" if switched else " (already was)"))
         elif args.action == "gc":
-            report = index_versions.garbage_collect(conn, args.keep)
+            keep = args.keep if args.keep is not None else settings.keep_index_versions
+            report = index_versions.garbage_collect(conn, keep)
             print(json.dumps(asdict(report), indent=2))
         elif args.action == "rollback":
             previous = index_versions.rollback(conn, actor="cli", reason=args.reason)
             print(f"rolled back: version {previous} is serving")
+    return 0
+
+
+def cmd_import_beir(args: argparse.Namespace) -> int:
+    from rag_pipeline.lib.evaluation.beir import default_source_name, import_beir
+
+    folder = Path(args.folder)
+    source = args.source or default_source_name(folder)
+    out = Path(args.out) if args.out else current_settings().data_dir / "beir" / source
+    summary = import_beir(
+        folder,
+        out,
+        source=source,
+        tenant=args.tenant,
+        group=args.group,
+        split=args.split,
+        limit_docs=args.limit_docs,
+        progress=lambda message: print(message, flush=True),
+    )
+    if summary.subset:
+        print(
+            f"SUBSET: {summary.documents:,} of {summary.corpus_documents:,} documents "
+            f"({summary.relevant_documents:,} relevant to the {summary.split} queries, "
+            f"{summary.sampled_documents:,} sampled): figures on it are not comparable with "
+            "published full-corpus ones"
+        )
+    else:
+        print(f"{summary.documents:,} documents (the full corpus)")
+    print(
+        f"files written {summary.written:,}, unchanged {summary.unchanged:,}, "
+        f"removed {summary.removed:,}"
+    )
+    skipped = summary.queries_without_relevant_documents
+    print(
+        f"golden set: {summary.queries:,} {summary.split} queries -> {summary.golden_file}"
+        + (f" ({skipped} skipped: no relevant document in the corpus)" if skipped else "")
+    )
+    print(
+        "\nBuild it with:\n"
+        f"  RAG_SOURCES_FILE={summary.sources_file} "
+        f"RAG_DIRECTORY_FILE={summary.directory_file} rag-pipeline run\n"
+        f"and search as user {summary.user!r}."
+    )
     return 0
 
 
@@ -211,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir", help="local data directory (default: $RAG_DATA_DIR or ./.rag_data)"
     )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="materialize every asset (all sources, then the index)")
@@ -222,15 +336,30 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search the serving index as a user")
     search.add_argument("query")
     search.add_argument("--user", required=True)
-    search.add_argument("--limit", type=int, default=5)
+    search.add_argument("--limit", type=positive_int, default=5)
     search.add_argument("--directory", help="users file (default: $RAG_DIRECTORY_FILE or sample)")
     search.add_argument("--json", action="store_true")
+    search.add_argument(
+        "--mode",
+        choices=["hybrid", "vector", "lexical"],
+        help="retrieval mode (default: $RAG_RETRIEVAL_MODE or hybrid)",
+    )
+    search.add_argument(
+        "--index-version",
+        type=positive_int,
+        help="search this index version (any existing one, e.g. a candidate) instead of serving",
+    )
+    search.add_argument(
+        "--no-rerank", action="store_true", help="skip the reranker configured in $RAG_RERANKER"
+    )
     search.set_defaults(handler=cmd_search)
 
     lineage = commands.add_parser(
         "lineage", help="trace a chunk (from search results) back to its source bytes"
     )
     lineage.add_argument("chunk_id")
+    lineage.add_argument("--user", required=True, help="who asks: only what they may read")
+    lineage.add_argument("--directory", help="users file (default: $RAG_DIRECTORY_FILE or sample)")
     lineage.set_defaults(handler=cmd_lineage)
 
     db = commands.add_parser("db", help="the embedded PostgreSQL server")
@@ -245,9 +374,32 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="index versions: status, diff, promote, rollback, gc")
     index.add_argument("action", choices=["status", "diff", "promote", "rollback", "gc"])
     index.add_argument("version", nargs="?", type=int)
-    index.add_argument("--keep", type=int, default=5, help="with gc: versions to keep")
+    index.add_argument(
+        "--keep",
+        type=positive_int,
+        help="with gc: versions to keep (default: $RAG_KEEP_INDEX_VERSIONS or 5)",
+    )
     index.add_argument("--reason")
     index.set_defaults(handler=cmd_index)
+
+    beir = commands.add_parser(
+        "import-beir",
+        help="write a BEIR dataset as a filesystem source plus a golden set (for evaluation)",
+    )
+    beir.add_argument("folder", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    beir.add_argument("--out", help="output folder (default: <data dir>/beir/<source>)")
+    beir.add_argument("--source", help="source name (default: the folder's name, e.g. scifact)")
+    beir.add_argument("--tenant", default="beir", help="tenant of every document (default beir)")
+    beir.add_argument(
+        "--group", default="beir", help="ACL group of every document and of the user (beir)"
+    )
+    beir.add_argument("--split", default="test", help="qrels split for the golden set (test)")
+    beir.add_argument(
+        "--limit-docs",
+        type=positive_int,
+        help="a subset: every document relevant to the split's queries plus a fixed sample",
+    )
+    beir.set_defaults(handler=cmd_import_beir)
     return parser
 
 
@@ -261,14 +413,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args))
-    except (
-        ConfigurationError,
-        database.DatabaseError,
-        ValueError,
-        RuntimeError,
-        LookupError,
-    ) as error:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ConfigurationError, database.DatabaseError, ValueError, LookupError) as error:
+        if args.debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        # Anything else (a database that went away, a broken model directory...) still gets
+        # one readable line; --debug shows the traceback.
+        if args.debug:
+            raise
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
 
 

@@ -15,6 +15,7 @@ import dagster as dg
 
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
 from rag_pipeline.lib import database
+from rag_pipeline.run_recovery import RecoveryReport, owner_tags, recover_dead_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +26,7 @@ class PipelineRun:
     failed_sources: list[str] = field(default_factory=list)
     index_succeeded: bool = False
     metadata: dict[str, dict[str, object]] = field(default_factory=dict)
+    recovery: RecoveryReport | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -71,32 +73,39 @@ def run_pipeline(
     """Ingest each source partition, then build, check and promote the index version.
 
     One source failing does not stop the others; the index is still built, and its gates decide
-    whether the result may serve.
+    whether the result may serve. Runs whose worker died earlier are failed and their pool slots
+    freed first, so a killed run never wedges this one (`run_recovery`).
     """
     if defs is None:
-        from rag_pipeline.definitions import defs as default_defs
+        from rag_pipeline.definitions import build_defs
 
-        defs = default_defs
+        # Built now, not at import: the settings are those of this call's environment.
+        defs = build_defs()
     catalog = defs.resources["catalog"]
     names = list(sources) if sources else [source.name for source in catalog.sources()]
     known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS.name))
     missing = [name for name in names if name not in known]
     if missing:
         instance.add_dynamic_partitions(SOURCE_PARTITIONS.name, missing)
-    run = PipelineRun(sources=names)
+    run = PipelineRun(sources=names, recovery=recover_dead_runs(instance))
     # The full event log goes to the instance (and the UI); the console only gets `log_level`.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    tags = {**owner_tags(), "rag_pipeline/trigger": "rag-pipeline run"}
     ingest = defs.resolve_job_def("ingest_source_job")
     for name in names:
         result = ingest.execute_in_process(
-            run_config=run_config, instance=instance, partition_key=name, raise_on_error=False
+            run_config=run_config,
+            instance=instance,
+            partition_key=name,
+            raise_on_error=False,
+            tags={**tags, "rag_pipeline/source": name},
         )
         if not result.success:
             run.failed_sources.append(name)
         for asset, metadata in materialization_metadata(result).items():
             run.metadata[f"{asset}[{name}]"] = metadata
     index = defs.resolve_job_def("build_index_job").execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False
+        run_config=run_config, instance=instance, raise_on_error=False, tags=tags
     )
     run.index_succeeded = index.success
     run.metadata.update(materialization_metadata(index))

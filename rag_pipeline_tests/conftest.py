@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from rag_pipeline.defs.resources import (
     ChunkingResource,
     EmbedderResource,
     IndexPolicyResource,
+    ParsingResource,
     PostgresResource,
     SourceCatalogResource,
 )
@@ -87,13 +89,26 @@ def block_outbound_network() -> Iterator[None]:
     restore()
 
 
+def server_data_dir() -> Path:
+    """A directory for an embedded server, outside pytest's temporary root.
+
+    The server runs as the `pgserver` OS user and needs to traverse the path's parents; pytest
+    resets its root (`/tmp/pytest-of-<user>`) to mode 0700 whenever another pytest process starts,
+    which would lock a running server out of its own data directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix="rag-pipeline-pg-"))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
-def pg_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One embedded PostgreSQL for the whole session, stopped at the end."""
-    data_dir = tmp_path_factory.mktemp("rag_data")
+def pg_data_dir() -> Iterator[Path]:
+    """One embedded PostgreSQL for the whole session, stopped and removed at the end."""
+    data_dir = server_data_dir()
     database.start_embedded_server(data_dir)
     yield data_dir
     database.stop_embedded_server(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def create_database(pg_data_dir: Path) -> str:
@@ -131,6 +146,7 @@ def make_resources(database_url: str, sources_file: Path, **policy: Any) -> dict
         "catalog": SourceCatalogResource(sources_file=str(sources_file)),
         "embedder": EmbedderResource(),
         "chunking": ChunkingResource(),
+        "parsing": ParsingResource(),
         "index_policy": IndexPolicyResource(**policy),
     }
 

@@ -68,6 +68,8 @@ def test_failed_gate_blocks_promotion_and_rollback_restores_exact_results(
     assert results_b != results_a
 
     # A source that suddenly looks empty (an unmounted share) must not reach readers.
+    share = corpus.parent / "unmounted"
+    shutil.copytree(corpus / "acme_engineering", share)
     shutil.rmtree(corpus / "acme_engineering" / "runbooks")
     shutil.rmtree(corpus / "acme_engineering" / "wiki")
     materialize_sources(instance, resources, corpus / "sources.yaml")
@@ -78,6 +80,20 @@ def test_failed_gate_blocks_promotion_and_rollback_restores_exact_results(
     version_c = metadata_of(third, "vector_index")["version_id"]
     with pytest.raises(KeyError):
         metadata_of(third, "active_index")
+    assert serving(database_url) == version_b
+    # Version b keeps serving, but the vanished documents fail closed: they are tombstoned, and
+    # search never serves a deleted document, whichever version serves (issue 10, class 3).
+    alice = load_user_access(corpus / "directory.yaml", "alice")
+    with database.connection(database_url) as conn:
+        hits = search(conn, load_embedder(), QUERIES[0][1], alice, limit=20)
+    assert hits and not any(hit.doc_id.startswith("acme_engineering:") for hit in hits)
+    erin = "erin:VPN portal address"
+    assert snapshot(database_url, corpus)[erin] == results_b[erin]
+    # The share is back: the next scan restores the documents and b serves them again as before,
+    # with no new version.
+    shutil.rmtree(corpus / "acme_engineering")
+    shutil.copytree(share, corpus / "acme_engineering")
+    materialize_sources(instance, resources, corpus / "sources.yaml")
     assert serving(database_url) == version_b
     assert snapshot(database_url, corpus) == results_b
     with database.connection(database_url) as conn:

@@ -234,11 +234,15 @@ def test_cli_search_and_index_commands(
 
     assert cli.main(["search", "invoice approval thresholds", "--user", "frank", "--json"]) == 0
     top = json.loads(capsys.readouterr().out)[0]
-    assert cli.main(["lineage", top["chunk_id"]]) == 0
+    assert cli.main(["lineage", top["chunk_id"], "--user", "frank"]) == 0
     trace = json.loads(capsys.readouterr().out)
     assert trace["document"]["doc_id"] == top["doc_id"]
     assert trace["source_bytes"]["sha256_verified"] is True
     assert trace["index_versions"] == [{"version_id": top["version_id"], "status": "active"}]
     assert trace["elements"] and trace["chunk"]["text"] == top["text"]
     assert [event["event"] for event in trace["document_events"]] == ["added"]
-    assert cli.main(["lineage", "no-such-chunk"]) == 1
+    assert cli.main(["lineage", "no-such-chunk", "--user", "frank"]) == 1
+    capsys.readouterr()
+    # Someone who may not read the document learns nothing, not even that the chunk exists.
+    assert cli.main(["lineage", top["chunk_id"], "--user", "alice"]) == 1
+    assert "no chunk" in capsys.readouterr().err

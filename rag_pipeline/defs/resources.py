@@ -24,6 +24,7 @@ from rag_pipeline.lib.embedding import (
 )
 from rag_pipeline.lib.index_versions import IndexKeys
 from rag_pipeline.lib.parsing import PARSER_KEY
+from rag_pipeline.settings import Settings, current_settings
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -85,6 +86,13 @@ class ChunkingResource(dg.ConfigurableResource):
         return self.config(embedder).key(embedder.token_counter().name)
 
 
+class ParsingResource(dg.ConfigurableResource):
+    """Parser limits: a document that takes longer than `timeout_seconds` to parse is
+    quarantined as `parse_timeout` and the run goes on."""
+
+    timeout_seconds: float = 60.0
+
+
 class IndexPolicyResource(dg.ConfigurableResource):
     """How candidates become serving versions, and how many old versions are kept."""
 
@@ -101,26 +109,28 @@ def index_keys(embedder: EmbedderResource, chunking: ChunkingResource) -> IndexK
     )
 
 
-def _env(name: str, default: Any) -> Any:
-    """An `EnvVar` when the variable is set (so the UI shows where a value comes from)."""
-    if os.environ.get(name):
-        return dg.EnvVar.int(name) if isinstance(default, int) else dg.EnvVar(name)
-    return default
+def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources from one `Settings` object, the same one the CLI and runner read.
 
-
-def build_resources() -> dict[str, dg.ConfigurableResource]:
+    Values are plain (resolved now), so code outside a run, such as the runner listing sources,
+    reads them like any attribute. Only the database URL, which may hold a password, stays an
+    `EnvVar` so that the UI shows where it comes from and never its value.
+    """
+    settings = settings or current_settings()
+    database_url: Any = dg.EnvVar("RAG_DATABASE_URL") if settings.database_url else ""
     return {
         "postgres": PostgresResource(
-            database_url=_env("RAG_DATABASE_URL", ""), data_dir=_env("RAG_DATA_DIR", "")
+            database_url=database_url,
+            data_dir=str(settings.data_dir) if os.environ.get("RAG_DATA_DIR") else "",
         ),
         "catalog": SourceCatalogResource(
-            sources_file=_env("RAG_SOURCES_FILE", ""),
-            max_document_bytes=_env("RAG_MAX_DOCUMENT_BYTES", DEFAULT_MAX_DOCUMENT_BYTES),
+            sources_file=str(settings.sources_file),
+            max_document_bytes=settings.max_document_bytes,
         ),
         "embedder": EmbedderResource(
-            model_name=_env("RAG_EMBEDDING_MODEL", DEFAULT_MODEL_NAME),
-            batch_size=_env("RAG_EMBEDDING_BATCH_SIZE", 32),
+            model_name=settings.embedding_model, batch_size=settings.embedding_batch_size
         ),
         "chunking": ChunkingResource(),
-        "index_policy": IndexPolicyResource(keep_versions=_env("RAG_KEEP_INDEX_VERSIONS", 5)),
+        "parsing": ParsingResource(timeout_seconds=settings.parse_timeout_seconds),
+        "index_policy": IndexPolicyResource(keep_versions=settings.keep_index_versions),
     }

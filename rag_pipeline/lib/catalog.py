@@ -2,6 +2,12 @@
 
 `sources.yaml` lists the sources (each becomes a Dagster partition); `directory.yaml` maps users to
 their tenant and groups. Both are validated on load with errors that name the file and the field.
+
+Each source must also list the `tenants` it may publish into. Problems that concern one source
+only (its folder is missing, its `tenants` are missing or malformed) do not stop the file from
+loading: they are raised by `check_source` when that source is scanned, so they fail that
+source's partition and no other. Problems that make the file itself unusable (bad YAML, a bad or
+duplicate name, an unknown connector, no path) still fail the whole file.
 """
 
 from __future__ import annotations
@@ -32,6 +38,17 @@ class SourceConfig:
     connector: str
     path: Path
     description: str = ""
+    # The tenants this source may publish into; None when not (validly) declared, which makes
+    # the source unusable (`check_source`): a source is never trusted with every tenant.
+    tenants: tuple[str, ...] | None = None
+    # Where the source is declared ("<file>: sources[<i>]"), for error messages.
+    origin: str = ""
+    # Why the declaration cannot be used, if it cannot; raised when the source is scanned.
+    problem: str | None = None
+
+    @property
+    def where(self) -> str:
+        return self.origin or f"source {self.name!r}"
 
 
 @dataclass(frozen=True)
@@ -87,15 +104,19 @@ def load_sources(path: Path | str) -> list[SourceConfig]:
         raw_path = entry.get("path")
         if not isinstance(raw_path, str) or not raw_path:
             raise ConfigurationError(f"{where}: 'path' is required")
+        # The folder is checked when the source is scanned (`check_source`), not here: one
+        # missing folder must fail its own partition, not every source of the file.
         folder = (path.parent / raw_path).resolve()
-        if not folder.is_dir():
-            raise ConfigurationError(f"{where}: folder {folder} does not exist")
+        tenants, problem = _parse_tenants(entry.get("tenants"), f"{where} ({name})")
         sources.append(
             SourceConfig(
                 name=name,
                 connector=connector,
                 path=folder,
                 description=str(entry.get("description", "")),
+                tenants=tenants,
+                origin=f"{where} ({name})",
+                problem=problem,
             )
         )
     names = [source.name for source in sources]
@@ -103,6 +124,37 @@ def load_sources(path: Path | str) -> list[SourceConfig]:
     if duplicates:
         raise ConfigurationError(f"{path}: duplicate source names {duplicates}")
     return sources
+
+
+def _parse_tenants(value: Any, where: str) -> tuple[tuple[str, ...] | None, str | None]:
+    """The declared tenants, or None and the reason they cannot be used."""
+    if value is None:
+        return None, (
+            f"{where}: 'tenants' is required: list the tenants this source may publish into, "
+            "for example `tenants: [acme]`"
+        )
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(tenant, str) and tenant.strip() for tenant in value)
+    ):
+        return None, f"{where}: 'tenants' must be a non-empty list of tenant names (got {value!r})"
+    return tuple(sorted(set(value))), None
+
+
+def check_source(source: SourceConfig) -> None:
+    """Raise `ConfigurationError` if this one source cannot be scanned now.
+
+    Checked at scan time so that the error fails only this source's partition.
+    """
+    if source.problem:
+        raise ConfigurationError(source.problem)
+    if source.tenants is None:
+        raise ConfigurationError(
+            f"{source.where}: 'tenants' is required: list the tenants this source may publish into"
+        )
+    if not source.path.is_dir():
+        raise ConfigurationError(f"{source.where}: folder {source.path} does not exist")
 
 
 def find_source(sources: list[SourceConfig], name: str) -> SourceConfig:

@@ -1,24 +1,67 @@
 """The filesystem connector: turn a folder and its sidecar metadata into document records.
 
 Every file becomes exactly one `DiscoveredDocument`. Files the pipeline must not ingest (empty,
-too large, binary junk under a text name, undecodable text, unknown formats, missing access
-control) are returned with a `QuarantineReason` instead of being skipped silently, so that they
-are visible and auditable.
+too large, binary junk under a text name, undecodable text, unknown formats, missing or doubtful
+access control, unreadable files, names that are not UTF-8) are returned with a
+`QuarantineReason` instead of being skipped silently, so that they are visible and auditable.
+
+One bad file never fails its source. Only a problem with the source as a whole raises
+`ConfigurationError`, which fails that source's partition and no other: its folder is missing or
+cannot be listed, it has no `tenants` in `sources.yaml`, or its `_metadata.yaml` cannot be read as
+a mapping of `defaults` and `documents` (or `defaults` has an unknown key).
+
+Access metadata, and how it fails closed:
+
+- `defaults` in `_metadata.yaml` apply to every file of the source. A `documents` entry applies
+  to the file whose path (relative to the source folder, `/`-separated) is exactly its key, and
+  overrides the defaults field by field.
+- Owner rule: a per-document `acl` replaces both the defaults' `acl` and the defaults' `owner`.
+  The document's own `owner` (or, when the document has no `acl` of its own, the defaults'
+  `owner`) is added to its ACL; nobody else is.
+- The document's `tenant` must be one of the `tenants` its source lists in `sources.yaml`, else
+  it is quarantined `tenant_not_allowed`.
+- A file is quarantined `sidecar_mismatch`, never given the defaults, when the sidecar may have
+  meant it: it has no entry of its own and a stale entry (one naming no file) names its path
+  up to letter case or Unicode normalisation, or names a file of the same name in another
+  folder. `pipeline_store.sync_source` adds the third case: a file with no entry whose bytes
+  equal those of a recorded document of the same source whose entry is now stale (a rename).
+- Each field is type-checked per entry (`title` a string, `owner` one principal, `acl` a list
+  of principals, `tenant` a string, `updated_at` an ISO 8601 timestamp, `encoding` a text codec
+  name) and an entry with an unknown key or a bad value quarantines just its file
+  (`invalid_metadata`, `invalid_acl`, `unknown_encoding`), with a message naming the field and
+  the expected type.
+- A document quarantined because its name or metadata cannot be trusted
+  (`ACCESS_UNCERTAIN_CODES`) is recorded with an empty ACL and no owner: nobody may read it,
+  whichever index version serves.
+
+Doc ids are `<source>:<relative path>` and always valid UTF-8 text: the bytes of a file name that
+are not UTF-8 are written as `\\xNN` escapes (deterministically), and the file is quarantined
+`invalid_file_name`, since no sidecar entry can name it.
 """
 
 from __future__ import annotations
 
+import codecs
+import errno
 import hashlib
 import json
-from collections.abc import Iterator
+import os
+import stat
+import unicodedata
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from datetime import UTC, date, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import yaml
 
-from rag_pipeline.lib.catalog import ConfigurationError, SourceConfig, validate_principals
+from rag_pipeline.lib.catalog import (
+    ConfigurationError,
+    SourceConfig,
+    check_source,
+    validate_principals,
+)
 
 SIDECAR_FILE = "_metadata.yaml"
 DEFAULT_MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
@@ -32,7 +75,25 @@ MIME_TYPES = {
     ".pdf": "application/pdf",
 }
 TEXT_MIME_TYPES = {"text/markdown", "text/html", "text/plain"}
-_METADATA_KEYS = {"title", "owner", "acl", "tenant", "updated_at", "encoding"}
+METADATA_KEYS = ("title", "owner", "acl", "tenant", "updated_at", "encoding")
+_SIDECAR_KEYS = {"defaults", "documents"}
+# Reasons that mean the pipeline cannot trust who may read a file: such a document is recorded
+# with an empty ACL and no owner, so that no index version, old or new, serves it to anyone.
+ACCESS_UNCERTAIN_CODES = frozenset(
+    {
+        "invalid_file_name",
+        "sidecar_mismatch",
+        "invalid_metadata",
+        "invalid_acl",
+        "unknown_encoding",
+        "no_tenant",
+        "tenant_not_allowed",
+    }
+)
+# Stands in for the SHA-256 of a file whose bytes could not be read. Not a hex digest, so it can
+# never equal a real content hash (rename detection compares them).
+UNREAD_CONTENT_HASH = "unread"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -58,6 +119,8 @@ class DiscoveredDocument:
     updated_at: datetime
     content: bytes | None = field(repr=False, default=None)
     quarantine: QuarantineReason | None = None
+    # Whether `_metadata.yaml` has an entry for exactly this path (rename detection needs it).
+    has_sidecar_entry: bool = False
 
     @property
     def metadata_hash(self) -> str:
@@ -65,21 +128,67 @@ class DiscoveredDocument:
         fields = [self.title, self.owner, self.tenant, sorted(self.acl_principals), self.encoding]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
+    def quarantined(self, reason: QuarantineReason) -> DiscoveredDocument:
+        """This document refused for `reason`; access-uncertain reasons also drop its ACL."""
+        closed = reason.code in ACCESS_UNCERTAIN_CODES
+        return DiscoveredDocument(
+            doc_id=self.doc_id,
+            source=self.source,
+            uri=self.uri,
+            relative_path=self.relative_path,
+            content_hash=self.content_hash,
+            byte_size=self.byte_size,
+            mime_type=self.mime_type,
+            encoding=self.encoding,
+            owner=None if closed else self.owner,
+            tenant=self.tenant,
+            acl_principals=() if closed else self.acl_principals,
+            title=self.title,
+            updated_at=self.updated_at,
+            content=None,
+            quarantine=reason,
+            has_sidecar_entry=self.has_sidecar_entry,
+        )
+
+
+@dataclass(frozen=True)
+class DocumentMetadata:
+    """The sidecar metadata of one file, validated, after the owner rule was applied."""
+
+    title: str | None = None
+    owner: str | None = None
+    acl: tuple[str, ...] = ()
+    tenant: str = ""
+    updated_at: datetime | None = None
+    encoding: str | None = None
+
+
+class _InvalidFieldError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = QuarantineReason(code, message)
+
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _hash_file(path: Path) -> str:
+def _hash_stream(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
-def load_sidecar(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The `defaults` and per-document entries of a source folder's `_metadata.yaml`."""
+def load_sidecar(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `defaults` and the raw per-document entries of a source folder's `_metadata.yaml`.
+
+    Raises `ConfigurationError` only when the file as a whole is unusable: not YAML, not a
+    mapping, an unknown top-level key (a misspelt `documents:` would silently hand every file
+    the defaults), or `defaults` not a mapping of known keys (they apply to every file). Each
+    `documents` entry is validated when its file is scanned, so one bad entry quarantines one
+    file.
+    """
     path = folder / SIDECAR_FILE
     if not path.exists():
         return {}, {}
@@ -87,42 +196,355 @@ def load_sidecar(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigurationError(f"{path}: not valid YAML: {error}") from error
+    except OSError as error:
+        raise ConfigurationError(f"{path}: cannot be read: {error}") from error
     if not isinstance(loaded, dict):
         raise ConfigurationError(f"{path}: expected a mapping with 'defaults' and 'documents'")
+    unknown = sorted(str(key) for key in set(loaded) - _SIDECAR_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"{path}: unknown top-level keys {unknown}; expected 'defaults' and 'documents'"
+        )
     defaults = loaded.get("defaults") or {}
     documents = loaded.get("documents") or {}
     if not isinstance(defaults, dict) or not isinstance(documents, dict):
         raise ConfigurationError(f"{path}: 'defaults' and 'documents' must be mappings")
-    for key, entry in [("defaults", defaults), *documents.items()]:
-        if not isinstance(entry, dict):
-            raise ConfigurationError(f"{path}: entry {key!r} must be a mapping")
-        unknown = set(entry) - _METADATA_KEYS
-        if unknown:
-            raise ConfigurationError(f"{path}: entry {key!r} has unknown keys {sorted(unknown)}")
+    unknown = sorted(str(key) for key in set(defaults) - set(METADATA_KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f"{path}: entry 'defaults' has unknown keys {unknown}; known: {list(METADATA_KEYS)}"
+        )
     return defaults, {str(key): value for key, value in documents.items()}
 
 
-def _parse_timestamp(value: Any, fallback: datetime) -> datetime:
+def _type_name(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _title(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise _InvalidFieldError(
+        "invalid_metadata", f"{where}.title must be a string (got {_type_name(value)})"
+    )
+
+
+def _owner(value: Any, where: str) -> str | None:
     if value is None:
-        return fallback
+        return None
+    if not isinstance(value, str):
+        raise _InvalidFieldError(
+            "invalid_acl",
+            f"{where}.owner must be one 'user:<id>' or 'group:<id>' principal "
+            f"(got {_type_name(value)})",
+        )
+    try:
+        validate_principals([value], f"{where}.owner")
+    except ConfigurationError as error:
+        raise _InvalidFieldError("invalid_acl", str(error)) from error
+    return value
+
+
+def _acl(value: Any, where: str) -> tuple[str, ...]:
+    # A present but empty `acl:` (null) is refused rather than read as "no ACL": its intent is
+    # unclear, and an entry's acl replaces the defaults.
+    try:
+        return validate_principals(value, f"{where}.acl")
+    except ConfigurationError as error:
+        raise _InvalidFieldError("invalid_acl", f"{error} (got {_type_name(value)})") from error
+
+
+def _tenant(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.strip():
+        return value
+    raise _InvalidFieldError(
+        "invalid_metadata",
+        f"{where}.tenant must be a non-empty string (got {_type_name(value)})",
+    )
+
+
+def _updated_at(value: Any, where: str) -> datetime | None:
+    if value is None:
+        return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(value, date):  # YAML reads an unquoted 2026-03-01 as a date
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise _InvalidFieldError(
+        "invalid_metadata",
+        f"{where}.updated_at must be an ISO 8601 timestamp such as '2026-03-01T12:00:00Z' "
+        f"(got {_type_name(value)})",
+    )
 
 
-def _iter_files(root: Path) -> Iterator[Path]:
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith((".", "_")) for part in relative.parts):
-            continue
-        if path.is_symlink():
-            # A link could point outside the source folder and leak files nobody configured.
-            target = path.resolve()
-            if root not in target.parents:
+def _encoding(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _InvalidFieldError(
+            "invalid_metadata",
+            f"{where}.encoding must be the name of a text encoding such as 'cp1252' "
+            f"(got {_type_name(value)})",
+        )
+    try:
+        info = codecs.lookup(value)
+    except LookupError:
+        raise _InvalidFieldError("unknown_encoding", f"unknown encoding {value!r}") from None
+    # Codecs such as base64 or rot13 exist but do not turn bytes into text.
+    if not getattr(info, "_is_text_encoding", True):
+        raise _InvalidFieldError("unknown_encoding", f"{value!r} is not a text encoding")
+    return value
+
+
+def resolve_metadata(
+    defaults: Mapping[str, Any], entry: Any, relative_path: str
+) -> tuple[DocumentMetadata, QuarantineReason | None]:
+    """The validated metadata of one file (defaults, then its entry), or why it is refused.
+
+    A refused file gets empty metadata: nothing of a malformed entry is trusted.
+    """
+    entry_where = f"{SIDECAR_FILE}: documents[{relative_path!r}]"
+    if entry is None:
+        entry = {}
+    elif not isinstance(entry, dict):
+        return DocumentMetadata(), QuarantineReason(
+            "invalid_metadata",
+            f"{entry_where} must be a mapping of {list(METADATA_KEYS)} (got {_type_name(entry)})",
+        )
+    unknown = sorted(str(key) for key in set(entry) - set(METADATA_KEYS))
+    if unknown:
+        # A misspelt key (`acls:`) must not quietly leave the defaults in force.
+        return DocumentMetadata(), QuarantineReason(
+            "invalid_metadata",
+            f"{entry_where} has unknown keys {unknown}; known: {list(METADATA_KEYS)}",
+        )
+
+    def effective(key: str) -> tuple[Any, str]:
+        if key in entry:
+            return entry[key], entry_where
+        return defaults.get(key), f"{SIDECAR_FILE}: defaults"
+
+    try:
+        title = _title(*effective("title"))
+        if "acl" in entry:
+            # Owner rule: a document's own ACL replaces the defaults' ACL and owner alike.
+            acl = _acl(entry["acl"], entry_where)
+            owner = _owner(entry.get("owner"), entry_where)
+        else:
+            acl_value, acl_where = effective("acl")
+            acl = () if acl_value is None and "acl" not in defaults else _acl(acl_value, acl_where)
+            owner = _owner(*effective("owner"))
+        tenant = _tenant(*effective("tenant"))
+        updated_at = _updated_at(*effective("updated_at"))
+        encoding = _encoding(*effective("encoding"))
+    except _InvalidFieldError as invalid:
+        return DocumentMetadata(), invalid.reason
+    if owner is not None and owner not in acl:
+        acl = (*acl, owner)
+    return (
+        DocumentMetadata(
+            title=title,
+            owner=owner,
+            acl=tuple(sorted(set(acl))),
+            tenant=tenant,
+            updated_at=updated_at,
+            encoding=encoding,
+        ),
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class _ListedFile:
+    path: bytes  # absolute, as the file system spells it
+    relative: str  # '/'-separated, valid UTF-8 text (undecodable bytes escaped)
+    name_valid: bool
+    problem: QuarantineReason | None = None
+
+
+def _relative_text(parts: tuple[bytes, ...]) -> tuple[str, bool]:
+    raw = b"/".join(parts)
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace"), False
+
+
+def _is_private(parts: tuple[bytes, ...]) -> bool:
+    return any(part.startswith((b".", b"_")) for part in parts)
+
+
+def _list_files(root: Path) -> list[_ListedFile]:
+    """Every candidate file under `root`, in a stable order; reads no contents.
+
+    Names starting with `.` or `_` (the sidecar, drafts, VCS folders) are skipped. Symbolic links
+    are followed only to files inside the source folder: a link could otherwise leak files
+    nobody configured, and links to folders are not followed (their files are listed where they
+    really are, and a link to an ancestor would loop). A subfolder that cannot be listed becomes
+    one quarantine record; only the source folder itself failing to list raises.
+    """
+    real_root = os.path.realpath(os.fsencode(root))
+    found: list[_ListedFile] = []
+
+    def visit(folder: bytes, parts: tuple[bytes, ...]) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            if not parts:
+                raise ConfigurationError(
+                    f"{root}: cannot list the source folder: {error}"
+                ) from error
+            relative, valid = _relative_text(parts)
+            found.append(
+                _ListedFile(
+                    folder,
+                    relative,
+                    valid,
+                    QuarantineReason(
+                        "unreadable_file", f"folder cannot be listed: {error.strerror}"
+                    ),
+                )
+            )
+            return
+        for entry in entries:
+            entry_parts = (*parts, entry.name)
+            if _is_private((entry.name,)):
                 continue
-        if path.is_file():
-            yield path
+            relative, valid = _relative_text(entry_parts)
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    inside = os.path.relpath(target, real_root)
+                    if inside in (b".", b"..") or inside.startswith(b"../"):
+                        continue
+                    if _is_private(tuple(inside.split(b"/"))):
+                        continue
+                    try:
+                        if stat.S_ISDIR(os.stat(entry.path).st_mode):
+                            continue
+                    except OSError:
+                        pass  # a loop or a dangling link: reading it will say which
+                    found.append(_ListedFile(entry.path, relative, valid))
+                elif entry.is_dir(follow_symlinks=False):
+                    visit(entry.path, entry_parts)
+                else:
+                    found.append(_ListedFile(entry.path, relative, valid))
+            except OSError as error:
+                found.append(
+                    _ListedFile(
+                        entry.path,
+                        relative,
+                        valid,
+                        QuarantineReason("unreadable_file", f"cannot inspect: {error.strerror}"),
+                    )
+                )
+
+    visit(os.fsencode(root), ())
+    return found
+
+
+@dataclass(frozen=True)
+class _ReadResult:
+    content: bytes | None
+    digest: str
+    size: int
+    mtime: datetime
+    problem: QuarantineReason | None = None
+
+
+def _read_file(path: bytes, max_document_bytes: int) -> _ReadResult:
+    """The bytes (or only the hash, above the size limit) of one listed file; never raises."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        return _unread(path, _read_error(error))
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            mtime = datetime.fromtimestamp(info.st_mtime, tz=UTC)
+            if not stat.S_ISREG(info.st_mode):
+                return _ReadResult(
+                    None,
+                    UNREAD_CONTENT_HASH,
+                    0,
+                    mtime,
+                    QuarantineReason("unreadable_file", "not a regular file"),
+                )
+            if info.st_size > max_document_bytes:
+                return _ReadResult(None, _hash_stream(handle), info.st_size, mtime)
+            data = handle.read()
+            return _ReadResult(data, content_hash(data), len(data), mtime)
+    except OSError as error:
+        return _unread(path, _read_error(error))
+
+
+def _read_error(error: OSError) -> QuarantineReason:
+    if error.errno == errno.ELOOP:
+        return QuarantineReason("symlink_loop", "symbolic link loop: the link never reaches a file")
+    if error.errno == errno.ENOENT:
+        return QuarantineReason(
+            "unreadable_file", "file vanished while scanning, or a symbolic link to nothing"
+        )
+    return QuarantineReason("unreadable_file", f"cannot read: {error.strerror}")
+
+
+def _unread(path: bytes, problem: QuarantineReason) -> _ReadResult:
+    try:
+        mtime = datetime.fromtimestamp(os.lstat(path).st_mtime, tz=UTC)
+    except OSError:
+        mtime = _EPOCH
+    return _ReadResult(None, UNREAD_CONTENT_HASH, 0, mtime, problem)
+
+
+def _fold(text: str) -> str:
+    """A path as a person would read it: case, Unicode form and separator style ignored."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    folded = folded.replace("\\", "/")
+    while folded.startswith("./"):
+        folded = folded[2:]
+    return folded
+
+
+class _SidecarMatcher:
+    """Finds the stale sidecar entry (one naming no file) that may have been meant for a file."""
+
+    def __init__(self, stale_entries: set[str]) -> None:
+        self._by_path: dict[str, str] = {}
+        self._by_name: dict[str, list[str]] = {}
+        for key in sorted(stale_entries):
+            folded = _fold(key)
+            self._by_path.setdefault(folded, key)
+            self._by_name.setdefault(PurePosixPath(folded).name, []).append(key)
+
+    def mismatch(self, relative: str) -> QuarantineReason | None:
+        folded = _fold(relative)
+        key = self._by_path.get(folded)
+        if key is not None:
+            return QuarantineReason(
+                "sidecar_mismatch",
+                f"{SIDECAR_FILE} has an entry {key!r} that differs from this file's path "
+                f"{relative!r} only in letter case or Unicode form; make the entry's key match "
+                "the file name exactly",
+            )
+        keys = self._by_name.get(PurePosixPath(folded).name)
+        if keys:
+            return QuarantineReason(
+                "sidecar_mismatch",
+                f"{SIDECAR_FILE} has entries {keys} for a file of this name elsewhere that does "
+                f"not exist (moved?); give {relative!r} its own entry or remove the stale one",
+            )
+        return None
 
 
 def classify_content(
@@ -140,120 +562,159 @@ def classify_content(
                 f"{mime_type} file contains NUL bytes: binary data under a text file name",
             )
         try:
-            data.decode(encoding or "utf-8")
+            text = data.decode(encoding or "utf-8")
         except UnicodeDecodeError as error:
             return QuarantineReason(
                 "undecodable_text",
                 f"not valid {encoding or 'UTF-8'} at byte {error.start} "
                 f"(byte 0x{data[error.start]:02x}); declare its 'encoding' in {SIDECAR_FILE}",
             )
-        except LookupError:
+        except (LookupError, TypeError):
             return QuarantineReason("unknown_encoding", f"unknown encoding {encoding!r}")
-        if not data.decode(encoding or "utf-8").strip():
+        if not text.strip():
             return QuarantineReason("empty_file", "file contains only whitespace")
     if mime_type == "application/pdf" and not data.startswith(b"%PDF-"):
         return QuarantineReason("corrupt_pdf", "file has a .pdf name but no %PDF- header")
     return None
 
 
+def _discover(
+    source: SourceConfig,
+    listed: _ListedFile,
+    defaults: Mapping[str, Any],
+    entries: Mapping[str, Any],
+    matcher: _SidecarMatcher,
+    max_document_bytes: int,
+) -> DiscoveredDocument:
+    relative = listed.relative
+    has_entry = listed.name_valid and relative in entries
+    suffix = PurePosixPath(relative).suffix.lower()
+    mime_type = MIME_TYPES.get(suffix)
+    read = (
+        _ReadResult(None, UNREAD_CONTENT_HASH, 0, _EPOCH, listed.problem)
+        if listed.problem
+        else _read_file(listed.path, max_document_bytes)
+    )
+    meta, meta_problem = resolve_metadata(
+        defaults, entries.get(relative) if has_entry else None, relative
+    )
+    document = DiscoveredDocument(
+        doc_id=f"{source.name}:{relative}",
+        source=source.name,
+        uri=Path(os.fsdecode(listed.path)).as_uri(),
+        relative_path=relative,
+        content_hash=read.digest,
+        byte_size=read.size,
+        mime_type=mime_type,
+        encoding=meta.encoding,
+        owner=meta.owner,
+        tenant=meta.tenant,
+        acl_principals=meta.acl,
+        title=meta.title,
+        updated_at=meta.updated_at or read.mtime,
+        content=read.content,
+        has_sidecar_entry=has_entry,
+    )
+    # The first reason found wins: problems with the file itself, then doubts about who may
+    # read it, then the bytes.
+    reason = read.problem
+    if reason is None and not listed.name_valid:
+        reason = QuarantineReason(
+            "invalid_file_name",
+            "file name is not valid UTF-8, so no sidecar entry can name it; rename the file",
+        )
+    if reason is None and not has_entry:
+        reason = matcher.mismatch(relative)
+    reason = reason or meta_problem
+    if reason is None and not meta.tenant:
+        reason = QuarantineReason("no_tenant", f"no tenant declared in {SIDECAR_FILE}")
+    if reason is None and meta.tenant not in (source.tenants or ()):
+        reason = QuarantineReason(
+            "tenant_not_allowed",
+            f"tenant {meta.tenant!r} is not among the tenants source {source.name!r} may "
+            f"publish into ({list(source.tenants or ())}, `tenants` in the sources file)",
+        )
+    if reason is None and not meta.acl:
+        # Permission safety: a document nobody is explicitly granted is never served.
+        reason = QuarantineReason(
+            "no_access_control", f"neither 'acl' nor 'owner' declared in {SIDECAR_FILE}"
+        )
+    if reason is None and read.content is None:
+        reason = QuarantineReason(
+            "too_large",
+            f"file is {read.size:,} bytes, above the limit of {max_document_bytes:,} "
+            "(RAG_MAX_DOCUMENT_BYTES)",
+        )
+    if reason is None and mime_type is None:
+        reason = QuarantineReason(
+            "unsupported_format",
+            f"unsupported file type {suffix or '(no extension)'!r}; "
+            f"supported: {sorted(MIME_TYPES)}",
+        )
+    if reason is None and read.content is not None:
+        reason = classify_content(read.content, mime_type, meta.encoding)
+    return document if reason is None else document.quarantined(reason)
+
+
 def scan_filesystem_source(
     source: SourceConfig, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
 ) -> Iterator[DiscoveredDocument]:
-    """Yield one record per file under the source folder, in a stable order."""
-    defaults, overrides = load_sidecar(source.path)
-    for path in _iter_files(source.path):
-        relative = path.relative_to(source.path).as_posix()
-        meta = {**defaults, **overrides.get(relative, {})}
-        stat = path.stat()
-        mime_type = MIME_TYPES.get(path.suffix.lower())
-        quarantine: QuarantineReason | None = None
-        content: bytes | None = None
-        if stat.st_size > max_document_bytes:
-            digest = _hash_file(path)
-            quarantine = QuarantineReason(
-                "too_large",
-                f"file is {stat.st_size:,} bytes, above the limit of {max_document_bytes:,} "
-                "(RAG_MAX_DOCUMENT_BYTES)",
-            )
-        else:
-            content = path.read_bytes()
-            digest = content_hash(content)
-            if mime_type is None:
-                quarantine = QuarantineReason(
-                    "unsupported_format",
-                    f"unsupported file type {path.suffix or '(no extension)'!r}; "
-                    f"supported: {sorted(MIME_TYPES)}",
-                )
-            else:
-                quarantine = classify_content(content, mime_type, meta.get("encoding"))
-        acl: tuple[str, ...] = ()
-        try:
-            acl = validate_principals(meta.get("acl", []), f"{SIDECAR_FILE}: {relative}.acl")
-        except ConfigurationError as error:
-            quarantine = quarantine or QuarantineReason("invalid_acl", str(error))
-        owner = meta.get("owner")
-        if owner is not None:
-            try:
-                validate_principals([owner], f"{SIDECAR_FILE}: {relative}.owner")
-            except ConfigurationError as error:
-                quarantine = quarantine or QuarantineReason("invalid_acl", str(error))
-                owner = None
-        tenant = meta.get("tenant")
-        if quarantine is None and not tenant:
-            quarantine = QuarantineReason("no_tenant", f"no tenant declared in {SIDECAR_FILE}")
-        if quarantine is None and not acl and not owner:
-            # Permission safety: a document nobody is explicitly granted is never served.
-            quarantine = QuarantineReason(
-                "no_access_control", f"neither 'acl' nor 'owner' declared in {SIDECAR_FILE}"
-            )
-        if owner and owner not in acl:
-            acl = (*acl, owner)
-        mtime = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
-        try:
-            updated_at = _parse_timestamp(meta.get("updated_at"), mtime)
-        except ValueError:
-            updated_at = mtime
-            quarantine = quarantine or QuarantineReason(
-                "invalid_metadata", f"updated_at {meta.get('updated_at')!r} is not ISO 8601"
-            )
-        yield DiscoveredDocument(
-            doc_id=f"{source.name}:{relative}",
-            source=source.name,
-            uri=path.resolve().as_uri(),
-            relative_path=relative,
-            content_hash=digest,
-            byte_size=stat.st_size,
-            mime_type=mime_type,
-            encoding=meta.get("encoding"),
-            owner=owner,
-            tenant=str(tenant or ""),
-            acl_principals=tuple(sorted(set(acl))),
-            title=meta.get("title"),
-            updated_at=updated_at,
-            content=None if quarantine else content,
-            quarantine=quarantine,
-        )
+    """Yield one record per file under the source folder, in a stable order.
+
+    Raises `ConfigurationError` (when iterated) only for problems of the whole source; see the
+    module docstring.
+    """
+    check_source(source)
+    defaults, entries = load_sidecar(source.path)
+    listing = _list_files(source.path)
+    present = {listed.relative for listed in listing if listed.name_valid}
+    matcher = _SidecarMatcher(set(entries) - present)
+    for listed in listing:
+        yield _discover(source, listed, defaults, entries, matcher, max_document_bytes)
 
 
 def stale_sidecar_entries(source: SourceConfig) -> list[str]:
     """Sidecar entries naming files that do not exist (usually: deleted, sidecar not yet updated).
 
-    Not an error: a deletion must propagate even while the sidecar lags behind.
+    Not an error by itself: a deletion must propagate even while the sidecar lags behind. But a
+    file that such an entry may have been meant for is quarantined (`sidecar_mismatch`).
     """
-    _, overrides = load_sidecar(source.path)
-    present = {path.relative_to(source.path).as_posix() for path in _iter_files(source.path)}
-    return sorted(set(overrides) - present)
+    check_source(source)
+    _, entries = load_sidecar(source.path)
+    present = {listed.relative for listed in _list_files(source.path) if listed.name_valid}
+    return sorted(set(entries) - present)
 
 
 def source_fingerprint(source: SourceConfig) -> str:
-    """A cheap digest of a source folder's listing (paths, sizes, mtimes, sidecar included).
+    """A cheap digest of a source folder's listing (paths, sizes, mtimes, modes, sidecar included).
 
-    Used by the sensor to notice new content without reading any file.
+    Used by the sensor to notice new content without reading any file. Never raises: entries
+    are `lstat`ed (a symlink loop is just a link), names are hashed as bytes (not necessarily
+    UTF-8), and a folder that is missing or cannot be listed is part of the digest, so that the
+    sensor still asks for a run, which reports the problem.
     """
     digest = hashlib.sha256()
-    for path in sorted(source.path.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            relative = path.relative_to(source.path).as_posix()
-            digest.update(f"{relative}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode())
+
+    def visit(folder: bytes, relative: bytes) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            digest.update(b"%s\x1funlistable\x1f%d\n" % (relative, error.errno or 0))
+            return
+        for entry in entries:
+            name = relative + b"/" + entry.name if relative else entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as error:
+                digest.update(b"%s\x1funreadable\x1f%d\n" % (name, error.errno or 0))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                visit(entry.path, name)
+                continue
+            digest.update(
+                b"%s\x1f%d\x1f%d\x1f%o\n" % (name, info.st_size, info.st_mtime_ns, info.st_mode)
+            )
+
+    visit(os.fsencode(source.path), b"")
     return digest.hexdigest()

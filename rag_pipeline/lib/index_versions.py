@@ -93,6 +93,9 @@ def build_candidate(
         ).fetchone()
         if existing is not None:
             version_id, status, diff = existing
+            # An unchanged corpus does no lexical work, except once for a version built before
+            # lexical statistics existed (normally backfilled by sql/007 already).
+            ensure_lexical_statistics(conn, version_id)
             return Candidate(version_id, False, status, document_count, chunk_count, diff)
         # Looked up first rather than ON CONFLICT, which would burn an identity value on every
         # no-op run; the advisory lock above means no concurrent build can insert in between.
@@ -121,6 +124,9 @@ def build_candidate(
             """,
             {**params, "version": version_id},
         )
+        # In the same transaction as the memberships: a version never exists without its
+        # BM25 statistics. Only chunks never indexed before are tokenized (sql/007).
+        conn.execute("SELECT rag.build_lexical_statistics(%s)", (version_id,))
         diff = diff_versions(conn, version_id, active_version_id(conn))
         conn.execute(
             "UPDATE rag.index_versions SET diff = %s WHERE version_id = %s",
@@ -128,8 +134,25 @@ def build_candidate(
         )
     # Fresh statistics before the version can serve: with the new memberships unknown to the
     # planner, search drives from the wrong table instead of the HNSW index (20x slower).
-    conn.execute("ANALYZE rag.index_version_chunks, rag.chunks, rag.embeddings")
+    conn.execute(
+        "ANALYZE rag.index_version_chunks, rag.chunks, rag.embeddings, rag.chunk_terms,"
+        " rag.index_version_terms"
+    )
     return Candidate(version_id, True, "candidate", document_count, chunk_count, diff)
+
+
+def ensure_lexical_statistics(conn: psycopg.Connection, version_id: int) -> bool:
+    """Compute the version's BM25 statistics if it has none yet; True if it computed them."""
+    row = conn.execute(
+        "SELECT lexical_stats_at IS NULL FROM rag.index_versions WHERE version_id = %s",
+        (version_id,),
+    ).fetchone()
+    if row is None:
+        raise IndexVersionError(f"index version {version_id} does not exist")
+    if not row[0]:
+        return False
+    conn.execute("SELECT rag.build_lexical_statistics(%s)", (version_id,))
+    return True
 
 
 def diff_versions(conn: psycopg.Connection, version_id: int, base_id: int | None) -> dict[str, Any]:
@@ -348,6 +371,7 @@ class GarbageCollection:
     parses_removed: int
     embeddings_removed: int
     blobs_removed: int
+    lexical_postings_removed: int = 0
 
 
 def garbage_collect(conn: psycopg.Connection, keep: int) -> GarbageCollection:
@@ -388,6 +412,17 @@ def garbage_collect(conn: psycopg.Connection, keep: int) -> GarbageCollection:
                                 AND d.deleted_at IS NULL)
             """
         ).rowcount
+        # Postings have no foreign key (it would need a second index on chunk_id): the ones of
+        # removed chunks go here, in the same transaction. A version's statistics go with the
+        # version (ON DELETE CASCADE).
+        lexical_postings_removed = 0
+        if chunks_removed:
+            lexical_postings_removed = conn.execute(
+                """
+                DELETE FROM rag.chunk_terms t
+                WHERE NOT EXISTS (SELECT 1 FROM rag.chunks c WHERE c.chunk_id = t.chunk_id)
+                """
+            ).rowcount
         parses_removed = conn.execute(
             """
             DELETE FROM rag.parsed_documents p
@@ -413,5 +448,10 @@ def garbage_collect(conn: psycopg.Connection, keep: int) -> GarbageCollection:
             """
         ).rowcount
     return GarbageCollection(
-        removed, chunks_removed, parses_removed, embeddings_removed, blobs_removed
+        removed,
+        chunks_removed,
+        parses_removed,
+        embeddings_removed,
+        blobs_removed,
+        lexical_postings_removed,
     )

@@ -3,6 +3,10 @@
 A chunk leads to its document version (content hash), the stored bytes (re-hashed here to prove
 they are the bytes that were parsed), the parsed elements it was cut from, the index versions
 that served it, and the document's audit events.
+
+Only for a reader who may read the document now (`rag.readable_documents`: not deleted, metadata
+accepted, same tenant, ACL names one of their principals). Anyone else gets the same error as for
+a chunk that does not exist, so lineage cannot be used to learn what exists.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from typing import Any
 
 import psycopg
 
+from rag_pipeline.lib.catalog import UserAccess
+
 
 class UnknownChunkError(LookupError):
-    """No chunk with this id exists (it may have been garbage-collected)."""
+    """No chunk with this id that the reader may read (it may not exist, may have been
+    garbage-collected, or may belong to a document the reader cannot read now)."""
 
 
-def trace_chunk(conn: psycopg.Connection, chunk_id: str) -> dict[str, Any]:
+def trace_chunk(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> dict[str, Any]:
+    """The lineage of one chunk, if `access` may read its document now."""
     row = conn.execute(
         """
         SELECT c.doc_id, c.content_hash, c.parser_key, c.chunker_key, c.ordinal, c.text,
@@ -29,9 +37,11 @@ def trace_chunk(conn: psycopg.Connection, chunk_id: str) -> dict[str, Any]:
         LEFT JOIN rag.source_blobs b ON b.content_hash = c.content_hash
         LEFT JOIN rag.parsed_documents p ON p.doc_id = c.doc_id
             AND p.content_hash = c.content_hash AND p.parser_key = c.parser_key
-        WHERE c.chunk_id = %s
+        WHERE c.chunk_id = %(chunk)s
+          AND EXISTS (SELECT 1 FROM rag.readable_documents(%(tenant)s, %(principals)s::text[]) r
+                      WHERE r.doc_id = c.doc_id)
         """,
-        (chunk_id,),
+        {"chunk": chunk_id, "tenant": access.tenant, "principals": list(access.principals)},
     ).fetchone()
     if row is None:
         raise UnknownChunkError(f"no chunk {chunk_id!r}")

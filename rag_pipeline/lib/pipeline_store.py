@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +17,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from rag_pipeline.lib.chunking import Chunk
-from rag_pipeline.lib.connectors import DiscoveredDocument
+from rag_pipeline.lib.connectors import (
+    SIDECAR_FILE,
+    UNREAD_CONTENT_HASH,
+    DiscoveredDocument,
+    QuarantineReason,
+)
 from rag_pipeline.lib.parsing import ParsedDocument, ParsedElement
 
 
@@ -29,6 +34,10 @@ class SourceSyncReport:
     metadata_changed: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    # Refused (`quarantined`) or accepted again (`released`) by the source stage although
+    # neither bytes nor metadata changed.
+    newly_quarantined: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
     unchanged: int = 0
     quarantined: list[tuple[str, str, str]] = field(default_factory=list)
     bytes_read: int = 0
@@ -54,44 +63,121 @@ class QuarantineRecord:
     reason: str
 
 
+@dataclass(frozen=True)
+class _KnownDocument:
+    content_hash: str
+    metadata_hash: str
+    deleted: bool
+    relative_path: str
+    tenant: str
+    acl_principals: tuple[str, ...]
+    # Refused by the source stage for its current bytes.
+    source_quarantined: bool
+
+
+def _known_documents(conn: psycopg.Connection, source: str) -> dict[str, _KnownDocument]:
+    rows = conn.execute(
+        """
+        SELECT d.doc_id, d.content_hash, d.metadata_hash, d.deleted_at IS NOT NULL,
+               d.relative_path, d.tenant, d.acl_principals,
+               EXISTS (SELECT 1 FROM rag.quarantine q
+                       WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
+                         AND q.stage = 'source')
+        FROM rag.documents d WHERE d.source = %s
+        """,
+        (source,),
+    ).fetchall()
+    return {
+        row[0]: _KnownDocument(row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7])
+        for row in rows
+    }
+
+
+def _detect_rename(
+    doc: DiscoveredDocument, renamed_from: dict[str, list[tuple[str, str]]]
+) -> DiscoveredDocument:
+    """Quarantine a file that has no sidecar entry but the bytes of a document whose entry is
+    stale: most likely that document renamed, whose entry (perhaps a narrower ACL) must not be
+    silently replaced by the defaults."""
+    if doc.quarantine is not None or doc.has_sidecar_entry:
+        return doc
+    origins = [item for item in renamed_from.get(doc.content_hash, []) if item[0] != doc.doc_id]
+    if not origins:
+        return doc
+    origin_id, origin_path = origins[0]
+    return doc.quarantined(
+        QuarantineReason(
+            "sidecar_mismatch",
+            f"same bytes as {origin_id}, whose {SIDECAR_FILE} entry {origin_path!r} names no "
+            "file any more (renamed?); move that entry to this file's path, or remove it",
+        )
+    )
+
+
+def _event_detail(doc: DiscoveredDocument, previous: _KnownDocument | None) -> Jsonb | None:
+    detail: dict[str, object] = {}
+    if doc.quarantine is not None:
+        detail["quarantine"] = {"code": doc.quarantine.code, "reason": doc.quarantine.message}
+    if previous is not None and (previous.tenant, previous.acl_principals) != (
+        doc.tenant,
+        doc.acl_principals,
+    ):
+        detail["previous_tenant"] = previous.tenant
+        detail["previous_acl_principals"] = list(previous.acl_principals)
+    return Jsonb(detail) if detail else None
+
+
 def sync_source(
     conn: psycopg.Connection,
     source: str,
     documents: Iterable[DiscoveredDocument],
     run_id: str | None,
+    stale_sidecar_entries: Collection[str] = (),
 ) -> SourceSyncReport:
     """Bring `rag.documents` in line with one scan of a source, in one transaction.
 
     Documents absent from the scan are tombstoned (deleted_at set, an event recorded), not
     removed: their history stays auditable and the next index version drops their chunks.
+    Every event records the tenant and ACL it leaves the document with.
+
+    Quarantine is re-evaluated on every scan: source-stage refusals of documents this scan did
+    not refuse are cleared (one statement), and a metadata change clears the parse- and
+    chunk-stage refusals of that document version, so those stages try it again (the encoding
+    or title they used may have been the cause). `stale_sidecar_entries` (sidecar keys naming
+    no file) enable rename detection: see `_detect_rename`.
     """
     report = SourceSyncReport()
     with conn.transaction():
-        known = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                "SELECT doc_id, content_hash, metadata_hash, deleted_at IS NOT NULL"
-                " FROM rag.documents WHERE source = %s",
-                (source,),
-            ).fetchall()
-        }
+        known = _known_documents(conn, source)
+        stale = set(stale_sidecar_entries)
+        renamed_from: dict[str, list[tuple[str, str]]] = {}
+        for doc_id, row in sorted(known.items()):
+            if row.relative_path in stale and row.content_hash != UNREAD_CONTENT_HASH:
+                renamed_from.setdefault(row.content_hash, []).append((doc_id, row.relative_path))
         seen: set[str] = set()
-        for doc in documents:
+        refused: list[str] = []
+        for scanned in documents:
+            doc = _detect_rename(scanned, renamed_from)
             report.discovered += 1
             report.bytes_read += doc.byte_size
             seen.add(doc.doc_id)
             previous = known.get(doc.doc_id)
             if previous is None:
                 event = "added"
-            elif previous[2]:
+            elif previous.deleted:
                 event = "restored"
-            elif previous[0] != doc.content_hash:
+            elif previous.content_hash != doc.content_hash:
                 event = "changed"
-            elif previous[1] != doc.metadata_hash:
+            elif previous.metadata_hash != doc.metadata_hash:
                 event = "metadata_changed"
+            elif doc.quarantine is not None and not previous.source_quarantined:
+                event = "quarantined"
+            elif doc.quarantine is None and previous.source_quarantined:
+                event = "released"
             else:
                 event = None
             if doc.quarantine is not None:
+                refused.append(doc.doc_id)
                 report.quarantined.append((doc.doc_id, doc.quarantine.code, doc.quarantine.message))
                 _record_quarantine(
                     conn,
@@ -112,6 +198,8 @@ def sync_source(
                 "restored": report.restored,
                 "changed": report.changed,
                 "metadata_changed": report.metadata_changed,
+                "quarantined": report.newly_quarantined,
+                "released": report.released,
             }[event].append(doc.doc_id)
             if doc.content is not None:
                 conn.execute(
@@ -150,27 +238,58 @@ def sync_source(
                     doc.updated_at,
                 ),
             )
+            if (
+                previous is not None
+                and previous.content_hash == doc.content_hash
+                and previous.metadata_hash != doc.metadata_hash
+            ):
+                conn.execute(
+                    "DELETE FROM rag.quarantine WHERE doc_id = %s AND content_hash = %s"
+                    " AND stage IN ('parse', 'chunk')",
+                    (doc.doc_id, doc.content_hash),
+                )
             conn.execute(
                 "INSERT INTO rag.document_events (doc_id, source, event, content_hash,"
-                " previous_content_hash, run_id) VALUES (%s, %s, %s, %s, %s, %s)",
+                " previous_content_hash, run_id, tenant, acl_principals, detail)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     doc.doc_id,
                     source,
                     event,
                     doc.content_hash,
-                    previous[0] if previous else None,
+                    previous.content_hash if previous else None,
                     run_id,
+                    doc.tenant,
+                    list(doc.acl_principals),
+                    _event_detail(doc, previous),
                 ),
             )
-        gone = [doc_id for doc_id, row in known.items() if not row[2] and doc_id not in seen]
+        gone = [doc_id for doc_id, row in known.items() if not row.deleted and doc_id not in seen]
         for doc_id in sorted(gone):
+            row = known[doc_id]
             conn.execute("UPDATE rag.documents SET deleted_at = now() WHERE doc_id = %s", (doc_id,))
             conn.execute(
                 "INSERT INTO rag.document_events (doc_id, source, event, previous_content_hash,"
-                " run_id) VALUES (%s, %s, 'deleted', %s, %s)",
-                (doc_id, source, known[doc_id][0], run_id),
+                " run_id, tenant, acl_principals, detail)"
+                " VALUES (%s, %s, 'deleted', %s, %s, %s, %s, %s)",
+                (
+                    doc_id,
+                    source,
+                    row.content_hash,
+                    run_id,
+                    row.tenant,
+                    list(row.acl_principals),
+                    Jsonb({"reason": "file no longer found in the source folder"}),
+                ),
             )
         report.deleted = sorted(gone)
+        # One statement for the whole source: a refusal this scan did not repeat (its cause was
+        # fixed, in the bytes, the sidecar or the sources file) no longer applies.
+        conn.execute(
+            "DELETE FROM rag.quarantine WHERE source = %s AND stage = 'source'"
+            " AND NOT (doc_id = ANY(%s::text[]))",
+            (source, refused),
+        )
         # Refreshed at most daily: rewriting every row on every no-op run would make re-runs
         # cost in proportion to the corpus and bloat the table with dead tuples.
         conn.execute(
@@ -180,6 +299,42 @@ def sync_source(
             (source,),
         )
     return report
+
+
+def tombstone_removed_sources(
+    conn: psycopg.Connection, configured_sources: Collection[str], run_id: str | None
+) -> list[str]:
+    """Tombstone the live documents of every source no longer configured; returns their ids.
+
+    Each gets `deleted_at` and a `source_removed` event (with the run id and the ACL it had), in
+    one transaction. The next index version then lacks them and `no_unexpected_document_loss`
+    judges that like any mass deletion. If the source comes back, its next scan restores them.
+    """
+    if not configured_sources:
+        # Never a valid configuration (load_sources refuses it); a caller bug must not wipe the
+        # whole corpus.
+        raise ValueError("tombstone_removed_sources needs the configured sources, got none")
+    rows = conn.execute(
+        """
+        WITH removed AS (
+            UPDATE rag.documents SET deleted_at = now()
+            WHERE deleted_at IS NULL AND NOT (source = ANY(%(sources)s::text[]))
+            RETURNING doc_id, source, content_hash, tenant, acl_principals
+        )
+        INSERT INTO rag.document_events (doc_id, source, event, previous_content_hash, run_id,
+            tenant, acl_principals, detail)
+        SELECT doc_id, source, 'source_removed', content_hash, %(run_id)s, tenant,
+               acl_principals, %(detail)s
+        FROM removed
+        RETURNING doc_id
+        """,
+        {
+            "sources": sorted(configured_sources),
+            "run_id": run_id,
+            "detail": Jsonb({"reason": "source no longer in the sources file"}),
+        },
+    ).fetchall()
+    return sorted(row[0] for row in rows)
 
 
 def _record_quarantine(

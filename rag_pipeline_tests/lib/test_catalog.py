@@ -10,6 +10,7 @@ from rag_pipeline.lib.catalog import (
     DEFAULT_DIRECTORY_FILE,
     DEFAULT_SOURCES_FILE,
     ConfigurationError,
+    check_source,
     find_source,
     load_sources,
     load_user_access,
@@ -34,18 +35,25 @@ def test_bundled_sources_file_loads_with_absolute_folders() -> None:
         assert source.connector == "filesystem"
         assert source.path.is_absolute()
         assert source.path.is_dir()
+        check_source(source)
+    tenants = {source.name: source.tenants for source in sources}
+    assert tenants["acme_policies"] == ("acme",)
+    assert tenants["globex_wiki"] == ("globex",)
 
 
 def test_source_paths_are_relative_to_the_sources_file(tmp_path: Path) -> None:
     path = write_sources(
         tmp_path,
-        "sources:\n  - {name: docs, path: docs, description: The docs}\n",
+        "sources:\n"
+        "  - {name: docs, path: docs, tenants: [acme, acme, beta], description: The docs}\n",
     )
     (source,) = load_sources(path)
     assert source.path == (tmp_path / "docs").resolve()
     assert source.connector == "filesystem"
     assert source.description == "The docs"
+    assert source.tenants == ("acme", "beta")
     assert find_source([source], "docs") is source
+    check_source(source)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +68,6 @@ def test_source_paths_are_relative_to_the_sources_file(tmp_path: Path) -> None:
         "sources:\n  - {path: docs}\n",  # missing name
         "sources:\n  - {name: docs, connector: s3, path: docs}\n",  # unknown connector
         "sources:\n  - {name: docs}\n",  # missing path
-        "sources:\n  - {name: docs, path: nowhere}\n",  # missing folder
         "sources:\n  - {name: docs, path: docs}\n  - {name: docs, path: docs}\n",  # duplicate
     ],
 )
@@ -71,6 +78,42 @@ def test_invalid_sources_file_raises_configuration_error_naming_the_file(
     with pytest.raises(ConfigurationError) as raised:
         load_sources(path)
     assert "my-sources.yaml" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{name: docs, path: docs}", "'tenants' is required"),
+        ("{name: docs, path: docs, tenants: acme}", "'tenants' must be a non-empty list"),
+        ("{name: docs, path: docs, tenants: []}", "'tenants' must be a non-empty list"),
+        ("{name: docs, path: docs, tenants: [1]}", "'tenants' must be a non-empty list"),
+        ("{name: docs, path: nowhere, tenants: [acme]}", "nowhere does not exist"),
+    ],
+)
+def test_a_problem_of_one_source_fails_only_that_source_naming_file_and_field(
+    tmp_path: Path, entry: str, message: str
+) -> None:
+    """Missing folder or tenants: the file still loads (other sources keep working), and the
+    problem is raised when that source is checked, naming the file, the source and the field."""
+    path = write_sources(
+        tmp_path,
+        f"sources:\n  - {{name: good, path: docs, tenants: [acme]}}\n  - {entry}\n",
+    )
+    good, bad = load_sources(path)
+    check_source(good)
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        check_source(bad)
+    assert "my-sources.yaml" in str(raised.value)
+    assert "sources[1] (docs)" in str(raised.value)
+
+
+def test_a_missing_folder_is_checked_when_scanned_not_when_loaded(tmp_path: Path) -> None:
+    path = write_sources(tmp_path, "sources:\n  - {name: late, path: late, tenants: [acme]}\n")
+    (source,) = load_sources(path)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        check_source(source)
+    (tmp_path / "late").mkdir()
+    check_source(source)
 
 
 def test_missing_sources_file_raises_naming_the_file(tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ def make_source(
     root: Path,
     files: dict[str, bytes],
     defaults: dict[str, Any] | None = None,
-    documents: dict[str, dict[str, Any]] | None = None,
+    documents: dict[str, Any] | None = None,
     name: str = "docs",
+    tenants: tuple[str, ...] | None = ("acme", "t"),
 ) -> SourceConfig:
     folder = (root / name).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,7 @@ def make_source(
     if documents:
         sidecar["documents"] = documents
     (folder / "_metadata.yaml").write_text(yaml.safe_dump(sidecar), encoding="utf-8")
-    return SourceConfig(name=name, connector="filesystem", path=folder)
+    return SourceConfig(name=name, connector="filesystem", path=folder, tenants=tenants)
 
 
 def scan(source: SourceConfig, **kwargs: Any) -> dict[str, DiscoveredDocument]:
@@ -148,16 +149,48 @@ def test_no_acl_and_no_owner_is_quarantined_as_no_access_control(tmp_path: Path)
 
 def test_owner_alone_is_enough_access_control_and_joins_the_acl(tmp_path: Path) -> None:
     source = make_source(
+        tmp_path, {"a.md": b"text"}, defaults={"tenant": "acme", "owner": "user:carol"}
+    )
+    document = only(source)
+    assert document.quarantine is None
+    assert document.acl_principals == ("user:carol",)
+    assert document.owner == "user:carol"
+
+
+def test_a_document_acl_replaces_the_defaults_acl_and_the_defaults_owner(tmp_path: Path) -> None:
+    """The owner rule: a per-document acl narrows; the defaults' owner is not slipped back in."""
+    source = make_source(
         tmp_path,
-        {"a.md": b"text", "b.md": b"text"},
-        defaults={"tenant": "acme", "owner": "user:carol"},
-        documents={"b.md": {"acl": ["group:acme-hr"]}},
+        {"plain.md": b"text", "narrow.md": b"text", "owned.md": b"text", "mine.md": b"text"},
+        defaults={"tenant": "acme", "owner": "user:carol", "acl": ["group:acme-all"]},
+        documents={
+            "narrow.md": {"acl": ["group:acme-hr"]},
+            "owned.md": {"acl": ["group:acme-hr"], "owner": "user:dana"},
+            "mine.md": {"owner": "user:dana"},
+        },
     )
     documents = scan(source)
-    assert documents["a.md"].quarantine is None
-    assert documents["a.md"].acl_principals == ("user:carol",)
-    assert documents["b.md"].acl_principals == ("group:acme-hr", "user:carol")
-    assert documents["b.md"].owner == "user:carol"
+    assert documents["plain.md"].acl_principals == ("group:acme-all", "user:carol")
+    assert documents["plain.md"].owner == "user:carol"
+    assert documents["narrow.md"].acl_principals == ("group:acme-hr",)
+    assert documents["narrow.md"].owner is None
+    assert documents["owned.md"].acl_principals == ("group:acme-hr", "user:dana")
+    assert documents["owned.md"].owner == "user:dana"
+    # Without its own acl, a document keeps the defaults' acl; its own owner replaces carol.
+    assert documents["mine.md"].acl_principals == ("group:acme-all", "user:dana")
+    assert all(document.quarantine is None for document in documents.values())
+
+
+def test_an_empty_document_acl_without_owner_is_never_served(tmp_path: Path) -> None:
+    source = make_source(
+        tmp_path,
+        {"a.md": b"text"},
+        defaults={"tenant": "acme", "owner": "user:carol", "acl": ["group:acme-all"]},
+        documents={"a.md": {"acl": []}},
+    )
+    document = only(source)
+    assert quarantine_code(document) == "no_access_control"
+    assert document.acl_principals == ()
 
 
 @pytest.mark.parametrize(
@@ -242,12 +275,18 @@ def test_sidecar_entries_for_present_files_are_not_stale(tmp_path: Path) -> None
     assert only(source).title == "A"
 
 
-def test_unknown_sidecar_keys_raise(tmp_path: Path) -> None:
-    source = make_source(tmp_path, {"a.md": b"text"}, documents={"a.md": {"tenent": "acme"}})
-    with pytest.raises(ConfigurationError, match="tenent"):
-        load_sidecar(source.path)
-    with pytest.raises(ConfigurationError, match="tenent"):
-        list(scan_filesystem_source(source))
+def test_unknown_key_in_a_document_entry_quarantines_only_that_file(tmp_path: Path) -> None:
+    source = make_source(
+        tmp_path,
+        {"a.md": b"text", "b.md": b"text"},
+        documents={"a.md": {"acls": ["group:acme-hr"]}},
+    )
+    documents = scan(source)
+    assert quarantine_code(documents["a.md"]) == "invalid_metadata"
+    assert "acls" in documents["a.md"].quarantine.message  # type: ignore[union-attr]
+    # The misspelt key must not leave the wider defaults in force.
+    assert documents["a.md"].acl_principals == ()
+    assert documents["b.md"].quarantine is None
 
 
 def test_unknown_sidecar_default_keys_raise(tmp_path: Path) -> None:
@@ -257,7 +296,14 @@ def test_unknown_sidecar_default_keys_raise(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "sidecar", ["defaults: [a, b\n", "- just\n- a list\n", "documents: [a.md]\n"]
+    "sidecar",
+    [
+        "defaults: [a, b\n",
+        "- just\n- a list\n",
+        "documents: [a.md]\n",
+        "defaults: [a.md]\n",
+        "default: {tenant: acme}\ndocument: {a.md: {acl: ['user:x']}}\n",  # misspelt sections
+    ],
 )
 def test_malformed_sidecar_raises_naming_the_file(tmp_path: Path, sidecar: str) -> None:
     (tmp_path / "_metadata.yaml").write_text(sidecar, encoding="utf-8")
@@ -275,6 +321,13 @@ def test_doc_ids_are_source_and_posix_relative_path_and_stable(tmp_path: Path) -
     second = [(doc.doc_id, doc.content_hash) for doc in scan_filesystem_source(source)]
     assert [doc_id for doc_id, _ in first] == ["wiki:b.md", "wiki:sub/dir/a.txt"]
     assert first == second
+
+
+def test_doc_ids_keep_unicode_names_as_text(tmp_path: Path) -> None:
+    source = make_source(tmp_path, {"caf\u00e9/r\u00e9sum\u00e9.md": b"text"}, name="wiki")
+    document = only(source)
+    assert document.doc_id == "wiki:caf\u00e9/r\u00e9sum\u00e9.md"
+    assert document.quarantine is None
 
 
 def test_metadata_hash_changes_with_the_acl_but_not_with_the_bytes(tmp_path: Path) -> None:
@@ -314,4 +367,241 @@ def test_source_fingerprint_changes_when_the_sidecar_changes(tmp_path: Path) -> 
     source = make_source(tmp_path, {"a.md": b"text"})
     first = source_fingerprint(source)
     make_source(tmp_path, {}, defaults={"tenant": "acme", "acl": ["group:acme-hr", "user:x"]})
+    assert source_fingerprint(source) != first
+
+
+# --- Sidecar intent that is ambiguous fails closed (`sidecar_mismatch`) --------------------------
+
+
+def assert_served_to_nobody(document: DiscoveredDocument, code: str) -> None:
+    assert quarantine_code(document) == code, document.quarantine
+    assert document.acl_principals == ()
+    assert document.owner is None
+    assert document.content is None
+
+
+@pytest.mark.parametrize(
+    ("file_name", "entry"),
+    [
+        ("report.md", "Report.md"),  # letter case
+        ("REPORT.MD", "report.md"),
+        ("cafe\u0301.md", "caf\u00e9.md"),  # NFD file name, NFC entry (macOS vs Linux)
+        ("caf\u00e9.md", "cafe\u0301.md"),
+        ("old/report.md", "./old/report.md"),
+        ("new/report.md", "old/report.md"),  # same name, another folder: moved
+    ],
+)
+def test_a_file_an_entry_names_only_approximately_is_quarantined_not_given_the_defaults(
+    tmp_path: Path, file_name: str, entry: str
+) -> None:
+    source = make_source(
+        tmp_path,
+        {file_name: b"# Salaries\n\nconfidential", "other.md": b"public"},
+        defaults={"tenant": "acme", "owner": "user:carol", "acl": ["group:acme-all"]},
+        documents={entry: {"acl": ["group:acme-hr"]}},
+    )
+    documents = scan(source)
+    assert_served_to_nobody(documents[file_name], "sidecar_mismatch")
+    assert entry in documents[file_name].quarantine.message  # type: ignore[union-attr]
+    assert documents["other.md"].quarantine is None
+    assert documents["other.md"].acl_principals == ("group:acme-all", "user:carol")
+    assert stale_sidecar_entries(source) == [entry]
+
+
+def test_an_exact_entry_wins_over_a_stale_near_match(tmp_path: Path) -> None:
+    source = make_source(
+        tmp_path,
+        {"a/readme.md": b"one", "b/readme.md": b"two"},
+        documents={"a/readme.md": {"acl": ["group:acme-hr"]}, "A/README.md": {"title": "x"}},
+    )
+    documents = scan(source)
+    assert documents["a/readme.md"].quarantine is None
+    assert documents["a/readme.md"].acl_principals == ("group:acme-hr",)
+    # b/readme.md has the name of a stale entry's file ("A/README.md"): ambiguous, refused.
+    assert_served_to_nobody(documents["b/readme.md"], "sidecar_mismatch")
+
+
+def test_files_unrelated_to_stale_entries_keep_the_defaults(tmp_path: Path) -> None:
+    source = make_source(
+        tmp_path, {"kept.md": b"text"}, documents={"deleted-long-ago.md": {"title": "x"}}
+    )
+    assert only(source).quarantine is None
+
+
+# --- Sources are bound to their tenants --------------------------------------------------------
+
+
+def test_a_document_of_a_tenant_its_source_may_not_publish_into_is_quarantined(
+    tmp_path: Path,
+) -> None:
+    source = make_source(
+        tmp_path,
+        {"ours.md": b"text", "theirs.md": b"text"},
+        documents={"theirs.md": {"tenant": "globex"}},
+        tenants=("acme",),
+    )
+    documents = scan(source)
+    assert documents["ours.md"].quarantine is None
+    assert_served_to_nobody(documents["theirs.md"], "tenant_not_allowed")
+    assert "globex" in documents["theirs.md"].quarantine.message  # type: ignore[union-attr]
+
+
+def test_a_source_without_tenants_fails_when_scanned(tmp_path: Path) -> None:
+    source = make_source(tmp_path, {"a.md": b"text"}, tenants=None)
+    with pytest.raises(ConfigurationError, match="'tenants' is required"):
+        list(scan_filesystem_source(source))
+
+
+def test_a_missing_source_folder_fails_only_when_that_source_is_scanned(tmp_path: Path) -> None:
+    source = SourceConfig(
+        name="gone", connector="filesystem", path=tmp_path / "gone", tenants=("acme",)
+    )
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        list(scan_filesystem_source(source))
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        stale_sidecar_entries(source)
+    assert source_fingerprint(source)  # the sensor keeps working
+
+
+# --- One bad file never fails its source -------------------------------------------------------
+
+
+def test_a_symlink_loop_is_quarantined_and_the_rest_of_the_source_is_scanned(
+    tmp_path: Path,
+) -> None:
+    source = make_source(tmp_path, {"good.md": b"text"})
+    (source.path / "a.md").symlink_to(source.path / "b.md")
+    (source.path / "b.md").symlink_to(source.path / "a.md")
+    (source.path / "self.md").symlink_to("self.md")
+    (source.path / "parent").symlink_to(source.path, target_is_directory=True)
+    (source.path / "sub").mkdir()
+    (source.path / "sub" / "up").symlink_to("..", target_is_directory=True)
+    documents = scan(source)
+    assert sorted(documents) == ["a.md", "b.md", "good.md", "self.md"]
+    for name in ("a.md", "b.md", "self.md"):
+        assert quarantine_code(documents[name]) == "symlink_loop"
+    assert documents["good.md"].quarantine is None
+    assert source_fingerprint(source) == source_fingerprint(source)
+
+
+def test_a_dangling_symlink_inside_the_source_is_quarantined(tmp_path: Path) -> None:
+    source = make_source(tmp_path, {"good.md": b"text"})
+    (source.path / "dangling.md").symlink_to(source.path / "nothing.md")
+    documents = scan(source)
+    assert quarantine_code(documents["dangling.md"]) == "unreadable_file"
+    assert documents["good.md"].quarantine is None
+
+
+def test_a_file_name_that_is_not_utf8_gets_an_escaped_text_id_and_is_quarantined(
+    tmp_path: Path,
+) -> None:
+    source = make_source(tmp_path, {"good.md": b"text"}, name="wiki")
+    raw_name = os.path.join(os.fsencode(source.path), b"caf\xe9.md")
+    with open(raw_name, "wb") as handle:
+        handle.write(b"# Menu\n\ncoffee")
+    first = scan(source)
+    assert sorted(first) == ["caf\\xe9.md", "good.md"]
+    bad = first["caf\\xe9.md"]
+    assert bad.doc_id == "wiki:caf\\xe9.md"
+    bad.doc_id.encode("utf-8")  # valid text: storable in Postgres, printable in logs
+    assert_served_to_nobody(bad, "invalid_file_name")
+    assert bad.content_hash == content_hash(b"# Menu\n\ncoffee")
+    assert bad.uri.endswith("caf%E9.md")
+    assert scan(source)["caf\\xe9.md"].doc_id == bad.doc_id  # deterministic
+    assert first["good.md"].quarantine is None
+    fingerprint = source_fingerprint(source)
+    os.remove(raw_name)
+    assert source_fingerprint(source) != fingerprint
+
+
+@pytest.mark.parametrize(
+    ("entry", "code", "words"),
+    [
+        ({"encoding": 123}, "invalid_metadata", ["encoding", "text encoding", "int 123"]),
+        ({"encoding": "base64"}, "unknown_encoding", ["base64"]),
+        ({"title": {"a": 1}}, "invalid_metadata", ["title", "string", "dict"]),
+        ({"title": ["x"]}, "invalid_metadata", ["title", "string"]),
+        ({"tenant": 5}, "invalid_metadata", ["tenant", "string"]),
+        ({"tenant": ""}, "invalid_metadata", ["tenant", "non-empty string"]),
+        ({"updated_at": [2026]}, "invalid_metadata", ["updated_at", "ISO 8601"]),
+        ({"updated_at": "last tuesday"}, "invalid_metadata", ["updated_at", "ISO 8601"]),
+        ({"owner": 5}, "invalid_acl", ["owner", "principal"]),
+        ({"owner": ["user:a"]}, "invalid_acl", ["owner", "principal"]),
+        ({"acl": None}, "invalid_acl", ["acl", "list"]),
+        ({"acl": [{"user": "a"}]}, "invalid_acl", ["acl", "list"]),
+        ({"acl": "group:acme-all"}, "invalid_acl", ["acl", "list"]),
+        ("just a string", "invalid_metadata", ["mapping"]),
+        (["user:a"], "invalid_metadata", ["mapping"]),
+    ],
+)
+def test_a_malformed_sidecar_field_quarantines_only_its_file_naming_field_and_type(
+    tmp_path: Path, entry: Any, code: str, words: list[str]
+) -> None:
+    source = make_source(
+        tmp_path, {"bad.md": b"text", "good.md": b"text"}, documents={"bad.md": entry}
+    )
+    documents = scan(source)
+    bad = documents["bad.md"]
+    assert_served_to_nobody(bad, code)
+    assert bad.quarantine is not None
+    for word in words:
+        assert word in bad.quarantine.message, (word, bad.quarantine.message)
+    assert "bad.md" in bad.quarantine.message or code == "unknown_encoding"
+    assert documents["good.md"].quarantine is None
+    assert documents["good.md"].acl_principals == ("group:acme-all",)
+
+
+def test_a_malformed_default_value_quarantines_the_files_that_use_it(tmp_path: Path) -> None:
+    source = make_source(
+        tmp_path,
+        {"uses-default.md": b"text", "own-title.md": b"text"},
+        defaults={**GOOD_META, "title": {"a": 1}},
+        documents={"own-title.md": {"title": "Own"}},
+    )
+    documents = scan(source)
+    assert quarantine_code(documents["uses-default.md"]) == "invalid_metadata"
+    assert "defaults.title" in documents["uses-default.md"].quarantine.message  # type: ignore[union-attr]
+    assert documents["own-title.md"].quarantine is None
+
+
+def test_an_unquoted_yaml_date_is_a_valid_updated_at(tmp_path: Path) -> None:
+    source = make_source(tmp_path, {"a.md": b"text"})
+    (source.path / "_metadata.yaml").write_text(
+        "defaults: {tenant: acme, acl: ['group:g']}\ndocuments:\n  a.md: {updated_at: 2026-03-01}\n"
+    )
+    document = only(source)
+    assert document.quarantine is None
+    assert document.updated_at.isoformat() == "2026-03-01T00:00:00+00:00"
+
+
+def test_a_fifo_is_quarantined_without_blocking_the_scan(tmp_path: Path) -> None:
+    source = make_source(tmp_path, {"good.md": b"text"})
+    os.mkfifo(source.path / "pipe.txt")
+    documents = scan(source)
+    assert quarantine_code(documents["pipe.txt"]) == "unreadable_file"
+    assert documents["good.md"].quarantine is None
+    assert source_fingerprint(source)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_file_or_folder_is_quarantined(tmp_path: Path) -> None:
+    source = make_source(tmp_path, {"good.md": b"text", "secret.md": b"text", "locked/x.md": b"x"})
+    (source.path / "secret.md").chmod(0)
+    (source.path / "locked").chmod(0)
+    try:
+        documents = scan(source)
+        assert quarantine_code(documents["secret.md"]) == "unreadable_file"
+        assert quarantine_code(documents["locked"]) == "unreadable_file"
+        assert documents["good.md"].quarantine is None
+        before = source_fingerprint(source)
+    finally:
+        (source.path / "secret.md").chmod(0o644)
+        (source.path / "locked").chmod(0o755)
+    assert source_fingerprint(source) != before
+
+
+def test_source_fingerprint_notices_a_mode_change(tmp_path: Path) -> None:
+    source = make_source(tmp_path, {"a.md": b"text"})
+    first = source_fingerprint(source)
+    (source.path / "a.md").chmod(0o600)
     assert source_fingerprint(source) != first

@@ -160,7 +160,7 @@ def test_a_new_parser_version_retries_a_document_the_old_one_refused(
     folder.mkdir()
     (folder / "_metadata.yaml").write_text("defaults: {tenant: t, acl: ['group:g']}\n")
     (folder / "note.md").write_text("# Note\n\nSome text that parses fine.\n")
-    source = SourceConfig(name="src", connector="filesystem", path=folder)
+    source = SourceConfig(name="src", connector="filesystem", path=folder, tenants=("t",))
     with connect(database_url) as conn:
         sync_source(conn, "src", scan_filesystem_source(source), run_id=None)
         [doc] = documents_to_parse(conn, "src", "parser-v1")

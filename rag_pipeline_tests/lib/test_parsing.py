@@ -177,6 +177,96 @@ def test_markup_without_text_raises_no_text_extracted(content: bytes, mime_type:
         parse_document(content, mime_type, filename="blank")
     assert raised.value.code == "no_text_extracted"
     assert f"{len(content):,}-byte {mime_type}" in raised.value.message
+    # Only a PDF can be a scan: empty markup must not send anyone looking for one.
+    assert "scan" not in raised.value.message
+    assert "PDF" not in raised.value.message
+
+
+def test_whitespace_only_text_raises_no_text_extracted_without_blaming_a_scan() -> None:
+    with pytest.raises(ParseError) as raised:
+        parse_document(b" \n\t\n", "text/plain", filename="blank.txt")
+    assert raised.value.code == "no_text_extracted"
+    assert "only whitespace" in raised.value.message
+    assert "scan" not in raised.value.message
+
+
+def test_pdf_without_a_text_layer_is_reported_as_possibly_scanned() -> None:
+    # A valid one-page PDF whose page has no content stream: what a scan without OCR looks like.
+    blank_page = (
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+        b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+        b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]>>endobj\n"
+        b"trailer<</Root 1 0 R>>\n%%EOF\n"
+    )
+    with pytest.raises(ParseError) as raised:
+        parse_document(blank_page, "application/pdf", filename="scan.pdf")
+    assert raised.value.code == "no_text_extracted"
+    assert "scanned or image-only PDF" in raised.value.message
+
+
+def nested_html(depth: int, tag: str = "div", before: str = "", after: str = "") -> bytes:
+    return (
+        f"<html><body>{before}{f'<{tag}>' * depth}<p>Text at the bottom of the nesting.</p>"
+        f"{f'</{tag}>' * depth}{after}</body></html>"
+    ).encode()
+
+
+@pytest.mark.parametrize("tag", ["div", "span", "blockquote"])
+def test_html_nested_beyond_the_parser_limit_is_markup_too_deep(tag: str) -> None:
+    # libxml2 stops at 256 levels; it used to come out as a scanned PDF (`no_text_extracted`).
+    with pytest.raises(ParseError) as raised:
+        parse_document(nested_html(300, tag), "text/html", filename="deep.html")
+    assert raised.value.code == "markup_too_deep"
+    assert "text/html nesting is deeper than the HTML parser's limit" in raised.value.message
+    assert "Excessive depth" in raised.value.message
+    assert "PDF" not in raised.value.message
+
+
+def test_html_with_text_before_a_too_deep_part_is_not_silently_cut() -> None:
+    # The parser keeps what precedes the limit and drops the rest without raising.
+    content = nested_html(
+        300, before="<p>Visible introduction before the nesting.</p>", after="<p>Lost end.</p>"
+    )
+    with pytest.raises(ParseError) as raised:
+        parse_document(content, "text/html", filename="deep.html")
+    assert raised.value.code == "markup_too_deep"
+
+
+def test_html_nested_within_the_parser_limit_parses() -> None:
+    document = parse_document(nested_html(200), "text/html", filename="nested.html")
+    assert [e.text for e in document.elements] == ["Text at the bottom of the nesting."]
+
+
+@pytest.mark.parametrize(
+    ("content", "cause"),
+    [
+        # 1,000 nested quotes render to HTML deeper than libxml2's limit.
+        (b"> " * 1000 + b"Quoted at the bottom.", "HTML parser's limit"),
+        # 500 nested list levels exceed Python-Markdown's recursion.
+        (
+            "".join("  " * level + "- item\n" for level in range(500)).encode(),
+            "RecursionError",
+        ),
+    ],
+    ids=["nested-quotes", "nested-lists"],
+)
+def test_markdown_nested_too_deep_is_markup_too_deep(content: bytes, cause: str) -> None:
+    with pytest.raises(ParseError) as raised:
+        parse_document(content, "text/markdown", filename="deep.md")
+    assert raised.value.code == "markup_too_deep"
+    assert raised.value.message.startswith("text/markdown nesting is deeper than")
+    assert cause in raised.value.message
+
+
+def test_a_too_deep_document_does_not_taint_the_next_one() -> None:
+    # The depth error is read from a parser shared by all documents; whitespace-only Markdown
+    # never reaches that parser, so it would see the previous document's error if not reset.
+    with pytest.raises(ParseError):
+        parse_document(nested_html(300), "text/html", filename="deep.html")
+    with pytest.raises(ParseError) as raised:
+        parse_document(b"\n  \n", "text/markdown", filename="blank.md")
+    assert raised.value.code == "no_text_extracted"
+    assert parse_document(MARKDOWN, "text/markdown").title == "Guide"
 
 
 def test_undecodable_text_raises_parser_error() -> None:

@@ -25,8 +25,12 @@ def source_documents(
 
     Each document has a stable id (`<source>:<path>`), uri, SHA-256 content hash, mime type,
     owner, tenant and ACL principals from the source's sidecar metadata. New, changed, restored
-    and deleted documents are recorded as audit events; deleted ones are tombstoned. Files that
-    cannot be ingested are quarantined with a reason instead of failing the run.
+    and deleted documents are recorded as audit events, with the ACL each event leaves them
+    with; deleted ones are tombstoned. A file that cannot be ingested, or whose access metadata
+    is doubtful (a sidecar entry that does not match it exactly, a tenant the source may not
+    publish into, a malformed field), is quarantined with a reason instead of failing the run;
+    quarantine is re-evaluated on every scan. Only a problem of the whole source (missing
+    folder, no `tenants` in the sources file, unreadable sidecar) fails this partition.
     """
     started = time.perf_counter()
     try:
@@ -36,7 +40,9 @@ def source_documents(
             context.log.warning(f"sidecar entries without a file in {source.name}: {stale}")
         documents = scan_filesystem_source(source, catalog.max_document_bytes)
         with postgres.connection() as conn:
-            report = sync_source(conn, source.name, documents, context.run_id)
+            report = sync_source(
+                conn, source.name, documents, context.run_id, stale_sidecar_entries=stale
+            )
             quarantine = current_quarantine(conn, source.name)
     except ConfigurationError as error:
         raise dg.Failure(str(error), allow_retries=False) from error
@@ -48,6 +54,8 @@ def source_documents(
             "documents_changed": len(report.changed),
             "documents_metadata_changed": len(report.metadata_changed),
             "documents_restored": len(report.restored),
+            "documents_newly_quarantined": len(report.newly_quarantined),
+            "documents_released": len(report.released),
             "documents_deleted": len(report.deleted),
             "documents_unchanged": report.unchanged,
             "documents_quarantined": len(quarantine_rows),

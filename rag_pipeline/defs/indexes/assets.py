@@ -9,14 +9,17 @@ from rag_pipeline.defs.resources import (
     EmbedderResource,
     IndexPolicyResource,
     PostgresResource,
+    SourceCatalogResource,
     index_keys,
 )
+from rag_pipeline.lib.catalog import ConfigurationError
 from rag_pipeline.lib.index_versions import (
     PromotionBlockedError,
     active_version_id,
     build_candidate,
     promote,
 )
+from rag_pipeline.lib.pipeline_store import tombstone_removed_sources
 from rag_pipeline.lib.quality_gates import BLOCKING_GATES
 
 
@@ -49,17 +52,29 @@ def vector_index(
     postgres: PostgresResource,
     embedder: EmbedderResource,
     chunking: ChunkingResource,
+    catalog: SourceCatalogResource,
 ) -> dg.MaterializeResult:
     """A candidate index version over all sources: every current, embedded chunk with its ACL.
 
-    A version is identified by (embedding model, parser, chunker, corpus snapshot); an unchanged
-    corpus maps to the existing version and nothing is written. Vectors are served through an
-    HNSW index (cosine) and text through a GIN-indexed tsvector. The candidate carries a diff
-    against the serving version and is promoted by `active_index` only if its gates pass.
+    First, the documents of sources no longer in the sources file are tombstoned (audited as
+    `source_removed`), so they leave this candidate and its removal gate judges that like any
+    mass deletion; nothing is tombstoned while the sources file fails to load. A version is
+    identified by (embedding model, parser, chunker, corpus snapshot); an unchanged corpus maps
+    to the existing version and nothing is written. Vectors are served through an HNSW index
+    (cosine) and text through a GIN-indexed tsvector. The candidate carries a diff against the
+    serving version and is promoted by `active_index` only if its gates pass.
     """
     started = time.perf_counter()
     keys = index_keys(embedder, chunking)
+    try:
+        configured = [source.name for source in catalog.sources()]
+        sources_error = ""
+    except ConfigurationError as error:
+        # An unreadable sources file says nothing about which sources were removed.
+        configured, sources_error = [], str(error)
+        context.log.warning(f"not tombstoning removed sources: {error}")
     with postgres.connection() as conn:
+        removed = tombstone_removed_sources(conn, configured, context.run_id) if configured else []
         candidate = build_candidate(conn, keys, context.run_id)
         serving = active_version_id(conn)
     return dg.MaterializeResult(
@@ -73,6 +88,8 @@ def vector_index(
             "model": keys.model_key,
             "chunker": keys.chunker_key,
             "parser": keys.parser_key,
+            "documents_of_removed_sources_tombstoned": len(removed),
+            "sources_file_error": sources_error,
             "diff": dg.MetadataValue.json(candidate.diff),
             "duration_s": round(time.perf_counter() - started, 3),
             "preview": dg.MetadataValue.md(diff_markdown(candidate.diff)),

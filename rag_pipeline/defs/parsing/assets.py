@@ -5,8 +5,9 @@ import dagster as dg
 from rag_pipeline.defs.connectors.assets import source_documents
 from rag_pipeline.defs.markdown import excerpt, table
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
-from rag_pipeline.defs.resources import PostgresResource
-from rag_pipeline.lib.parsing import PARSER_KEY, ParseError, parse_document
+from rag_pipeline.defs.resources import ParsingResource, PostgresResource
+from rag_pipeline.lib.parse_worker import ParseWorker
+from rag_pipeline.lib.parsing import PARSER_KEY, ParseError
 from rag_pipeline.lib.pipeline_store import (
     documents_to_parse,
     load_blob,
@@ -23,21 +24,24 @@ from rag_pipeline.lib.pipeline_store import (
     retry_policy=TRANSIENT_RETRY,
 )
 def parsed_documents(
-    context: dg.AssetExecutionContext, postgres: PostgresResource
+    context: dg.AssetExecutionContext, postgres: PostgresResource, parsing: ParsingResource
 ) -> dg.MaterializeResult:
     """Typed elements (title, text, list item, table...) of each document, parsed by unstructured.
 
     Only document versions not yet parsed by this parser are parsed; each is committed on its
-    own, so an interrupted run resumes where it stopped. A document the parser rejects, or that
-    yields no text, is quarantined with the reason and the rest of the batch goes on.
+    own, so an interrupted run resumes where it stopped. A document the parser rejects, that
+    yields no text, that takes longer than `parsing.timeout_seconds` (`parse_timeout`) or that
+    crashes the parser process (`parser_crashed`) is quarantined with the reason, and the rest
+    of the batch goes on.
     """
     started = time.perf_counter()
     parsed, failed, elements, text_chars = [], [], 0, 0
-    with postgres.connection() as conn:
+    # The worker's child process is started at the first document and stopped on every exit.
+    with postgres.connection() as conn, ParseWorker(parsing.timeout_seconds) as worker:
         pending = documents_to_parse(conn, context.partition_key, PARSER_KEY)
         for doc in pending:
             try:
-                result = parse_document(
+                result = worker.parse(
                     load_blob(conn, doc.content_hash),
                     doc.mime_type,
                     encoding=doc.encoding,
@@ -45,8 +49,15 @@ def parsed_documents(
                     declared_title=doc.title,
                 )
             except ParseError as error:
+                # A timeout is the limit's verdict, not the parser's: recorded under a key that
+                # names the limit, so raising RAG_PARSE_TIMEOUT_SECONDS gives it another try.
+                refused_by = (
+                    f"{PARSER_KEY}@timeout={parsing.timeout_seconds:g}s"
+                    if error.code == "parse_timeout"
+                    else PARSER_KEY
+                )
                 quarantine_document(
-                    conn, doc, "parse", PARSER_KEY, error.code, error.message, context.run_id
+                    conn, doc, "parse", refused_by, error.code, error.message, context.run_id
                 )
                 failed.append((doc.doc_id, error.code, error.message))
                 context.log.warning(f"quarantined {doc.doc_id}: {error.message}")
@@ -66,6 +77,7 @@ def parsed_documents(
     return dg.MaterializeResult(
         metadata={
             "parser": PARSER_KEY,
+            "parse_timeout_s": parsing.timeout_seconds,
             "documents_parsed": len(parsed),
             "documents_quarantined": len(failed),
             "elements": elements,

@@ -1,0 +1,161 @@
+"""One typed view of the environment, read by the Dagster resources, the CLI and the runner alike.
+
+Every documented `RAG_*` variable is read here and nowhere else, so a variable means the same
+thing whichever entry point a user goes through. Invalid values fail with the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from rag_pipeline.lib.catalog import (
+    DEFAULT_DIRECTORY_FILE,
+    DEFAULT_SOURCES_FILE,
+    ConfigurationError,
+)
+from rag_pipeline.lib.connectors import DEFAULT_MAX_DOCUMENT_BYTES
+from rag_pipeline.lib.embedding import DEFAULT_MODEL_NAME
+from rag_pipeline.lib.retrieval import (
+    FUSION_METHODS,
+    MODES,
+    RRF,
+    BM25Params,
+    RetrievalOptions,
+)
+from rag_pipeline.lib.retrieval.lexical import DEFAULT_B, DEFAULT_K1
+from rag_pipeline.lib.retrieval.pipeline import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_LEXICAL_WEIGHT,
+    DEFAULT_MODE,
+    DEFAULT_RRF_K,
+)
+from rag_pipeline.lib.retrieval.rerank import NO_RERANKER
+
+DEFAULT_DATA_DIR = Path(".rag_data")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The pipeline's configuration; each field documents its variable in `ENVIRONMENT`."""
+
+    database_url: str = ""
+    data_dir: Path = DEFAULT_DATA_DIR
+    dagster_pg_url: str = ""
+    sources_file: Path = DEFAULT_SOURCES_FILE
+    directory_file: Path = DEFAULT_DIRECTORY_FILE
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    embedding_model: str = DEFAULT_MODEL_NAME
+    embedding_batch_size: int = 32
+    keep_index_versions: int = 5
+    parse_timeout_seconds: float = 60.0
+    max_query_chars: int = 2000
+    retrieval_mode: str = DEFAULT_MODE
+    retrieval_candidates: int = DEFAULT_CANDIDATES
+    fusion: str = RRF
+    rrf_k: float = DEFAULT_RRF_K
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+    bm25_k1: float = DEFAULT_K1
+    bm25_b: float = DEFAULT_B
+    reranker: str = NO_RERANKER
+    max_chunks_per_document: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            variable = ENVIRONMENT[field.name]
+            raw = (env.get(variable) or "").strip()
+            if not raw:
+                continue
+            values[field.name] = _convert(variable, raw, field.default)
+            _validate(field.name, variable, raw, values[field.name])
+        return cls(**values)  # type: ignore[arg-type]
+
+    def retrieval_options(self) -> RetrievalOptions:
+        """The configured retrieval defaults; a request may override any of them."""
+        return RetrievalOptions(
+            mode=self.retrieval_mode,
+            candidates=self.retrieval_candidates,
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            lexical_weight=self.lexical_weight,
+            bm25=BM25Params(k1=self.bm25_k1, b=self.bm25_b),
+            reranker=self.reranker,
+            max_chunks_per_document=self.max_chunks_per_document or None,
+            max_query_chars=self.max_query_chars,
+        )
+
+
+# Field -> environment variable (the README's configuration reference lists the same names).
+ENVIRONMENT = {
+    "database_url": "RAG_DATABASE_URL",
+    "data_dir": "RAG_DATA_DIR",
+    "dagster_pg_url": "RAG_DAGSTER_PG_URL",
+    "sources_file": "RAG_SOURCES_FILE",
+    "directory_file": "RAG_DIRECTORY_FILE",
+    "max_document_bytes": "RAG_MAX_DOCUMENT_BYTES",
+    "embedding_model": "RAG_EMBEDDING_MODEL",
+    "embedding_batch_size": "RAG_EMBEDDING_BATCH_SIZE",
+    "keep_index_versions": "RAG_KEEP_INDEX_VERSIONS",
+    "parse_timeout_seconds": "RAG_PARSE_TIMEOUT_SECONDS",
+    "max_query_chars": "RAG_MAX_QUERY_CHARS",
+    "retrieval_mode": "RAG_RETRIEVAL_MODE",
+    "retrieval_candidates": "RAG_RETRIEVAL_CANDIDATES",
+    "fusion": "RAG_FUSION",
+    "rrf_k": "RAG_RRF_K",
+    "lexical_weight": "RAG_LEXICAL_WEIGHT",
+    "bm25_k1": "RAG_BM25_K1",
+    "bm25_b": "RAG_BM25_B",
+    "reranker": "RAG_RERANKER",
+    "max_chunks_per_document": "RAG_MAX_CHUNKS_PER_DOCUMENT",
+}
+
+# Numbers that may be zero, with their upper bound (None: unbounded). Every other number must be
+# greater than zero.
+_ZERO_ALLOWED: dict[str, float | None] = {
+    "lexical_weight": 1.0,
+    "bm25_b": 1.0,
+    "max_chunks_per_document": None,
+}
+_CHOICES: dict[str, tuple[str, ...]] = {"retrieval_mode": MODES, "fusion": FUSION_METHODS}
+
+
+def _convert(variable: str, raw: str, default: object) -> object:
+    if isinstance(default, Path):
+        return Path(raw).expanduser()
+    if isinstance(default, bool):
+        raise TypeError("no boolean settings")
+    if isinstance(default, int | float):
+        kind = type(default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigurationError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+        if variable in _ZERO_ALLOWED_VARIABLES:
+            if value < 0:
+                raise ConfigurationError(f"{variable}={raw!r} must be zero or more")
+        elif value <= 0:
+            raise ConfigurationError(f"{variable}={raw!r} must be greater than zero")
+        return value
+    return raw
+
+
+def _validate(name: str, variable: str, raw: str, value: object) -> None:
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ConfigurationError(f"{variable}={raw!r} is not one of {', '.join(_CHOICES[name])}")
+    upper = _ZERO_ALLOWED.get(name)
+    if upper is not None and isinstance(value, int | float) and value > upper:
+        raise ConfigurationError(f"{variable}={raw!r} must be between 0 and {upper:g}")
+
+
+_ZERO_ALLOWED_VARIABLES = {ENVIRONMENT[name] for name in _ZERO_ALLOWED}
+
+
+def current_settings() -> Settings:
+    """The settings of this process's environment, read now (never cached: the CLI sets
+    `RAG_DATA_DIR` from `--data-dir` before anything reads it)."""
+    return Settings.from_env()
