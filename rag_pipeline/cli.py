@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,8 @@ from rag_pipeline.lib.catalog import ConfigurationError, UserAccess, load_user_a
 from rag_pipeline.settings import Settings, current_settings
 
 if TYPE_CHECKING:
-    from rag_pipeline.lib.embedding import SentenceTransformerEmbedder
+    from rag_pipeline.lib.embedding import Embedder, SentenceTransformerEmbedder
+    from rag_pipeline.lib.retrieval import RetrievalOptions
     from rag_pipeline.runner import PipelineRun
 
 
@@ -33,6 +34,33 @@ def _embedder(settings: Settings) -> SentenceTransformerEmbedder:
 
 def _reader(settings: Settings, user: str, directory: str | None = None) -> UserAccess:
     return load_user_access(directory or settings.directory_file, user)
+
+
+def _retrieval_options(settings: Settings, args: argparse.Namespace) -> RetrievalOptions:
+    """The configured retrieval options with this command's switches applied."""
+    return replace(
+        settings.retrieval_options(),
+        limit=args.limit,
+        **({"mode": args.mode} if args.mode else {}),
+        **({"rerank": False} if args.no_rerank else {}),
+    )
+
+
+def _embedder_for(settings: Settings, options: RetrievalOptions) -> Embedder | None:
+    """The query embedder, or None when the mode needs none or the model cannot load.
+
+    Lexical search needs no model: none is loaded (seconds) for nothing. A model that fails to
+    load is an outage of the vector leg, not of search: retrieval falls back to lexical.
+    """
+    from rag_pipeline.lib.retrieval import LEXICAL
+
+    if options.mode == LEXICAL:
+        return None
+    try:
+        return _embedder(settings)
+    except Exception as error:
+        print(f"warning: the embedding model failed to load: {error}", file=sys.stderr)
+        return None
 
 
 def positive_int(text: str) -> int:
@@ -78,28 +106,16 @@ def print_hits(query: str, user: str, hits: Sequence[object]) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from rag_pipeline.lib.retrieval import LEXICAL, retrieve
+    from rag_pipeline.lib.retrieval import retrieve
+    from rag_pipeline.lib.retrieval.query_log import log_query
 
     settings = current_settings()
     access = _reader(settings, args.user, args.directory)
-    options = replace(
-        settings.retrieval_options(),
-        limit=args.limit,
-        **({"mode": args.mode} if args.mode else {}),
-        **({"rerank": False} if args.no_rerank else {}),
-    )
-    # Lexical search needs no model: do not load one (seconds) for nothing. A model that fails
-    # to load is an outage of the vector leg, not of search: retrieval falls back to lexical.
-    embedder = None
-    if options.mode != LEXICAL:
-        try:
-            embedder = _embedder(settings)
-        except Exception as error:
-            print(f"warning: the embedding model failed to load: {error}", file=sys.stderr)
+    options = _retrieval_options(settings, args)
+    embedder = _embedder_for(settings, options)
     with database.connection(_database_url(settings)) as conn:
         result = retrieve(conn, access, args.query, options, embedder, args.index_version)
+        log_query(conn, access, args.query, result, kind="search", channel="cli")
     if result.fallback_reason:
         print(
             f"warning: {result.mode_requested} search fell back to {result.mode_used}: "
@@ -119,6 +135,49 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         print_hits(args.query, args.user, result.hits)
         print(f"\n{summary}")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    """A cited answer, or the refusal; exit 0 either way (a refusal is an answer)."""
+    from rag_pipeline.lib.retrieval.answer import answer, generator_from_settings
+
+    settings = current_settings()
+    access = _reader(settings, args.user, args.directory)
+    options = _retrieval_options(settings, args)
+    embedder = _embedder_for(settings, options)
+    with database.connection(_database_url(settings)) as conn:
+        result = answer(
+            conn,
+            access,
+            args.question,
+            options,
+            embedder,
+            generator_from_settings(settings),
+            args.index_version,
+            channel="cli",
+        )
+    if result.retrieval.fallback_reason:
+        print(
+            f"warning: {result.retrieval.mode_requested} retrieval fell back to "
+            f"{result.retrieval.mode_used}: {result.retrieval.fallback_reason}",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    print(result.text)
+    for number, citation in enumerate(result.citations, 1):
+        heading = " > ".join(citation.heading_path)
+        pages = f" p.{','.join(map(str, citation.page_numbers))}" if citation.page_numbers else ""
+        print(f"[{number}] {citation.title}{pages}" + (f" > {heading}" if heading else ""))
+        print(f"    {citation.uri}#chars={citation.char_start}-{citation.char_end}")
+        print(f"    chunk {citation.chunk_id}")
+    status = f"refused: {result.refusal_reason}" if result.refused else "answered"
+    print(
+        f"\n({status}; {result.generator}; index version {result.retrieval.version_id}, "
+        f"{result.retrieval.mode_used}, {result.retrieval.timings_ms['total']:.0f} ms retrieval)"
+    )
     return 0
 
 
@@ -319,6 +378,49 @@ def cmd_import_beir(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rag_pipeline.api import create_app
+
+    settings = current_settings()
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    # One process: the model and the connection pool are loaded once, and the per-key rate
+    # limit is counted in this process's memory.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    return 0
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    from rag_pipeline.lib import api_keys
+
+    settings = current_settings()
+    with database.connection(_database_url(settings)) as conn:
+        if args.action == "create":
+            access = _reader(settings, args.user, args.directory)
+            created = api_keys.create_key(conn, access, args.label)
+            key = created.key
+            print(
+                f"API key {key.key_id} for {key.user} (tenant {key.tenant}, "
+                f"{', '.join(key.principals)}). Shown once, stored only hashed:",
+                file=sys.stderr,
+            )
+            print(created.secret)
+        elif args.action == "list":
+            for key in api_keys.list_keys(conn, include_revoked=args.all):
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M:%S}" if key.revoked_at else "live"
+                label = f" label={key.label!r}" if key.label else ""
+                print(
+                    f"  {key.key_id:<5} {key.key_prefix}…  {key.user:<12} tenant={key.tenant}"
+                    f" created={key.created_at:%Y-%m-%d %H:%M:%S} {state}{label}"
+                )
+        elif args.action == "revoke":
+            revoked = api_keys.revoke_key(conn, args.key_id)
+            print(f"API key {args.key_id} " + ("revoked" if revoked else "was already revoked"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag-pipeline", description=__doc__)
     parser.add_argument(
@@ -353,6 +455,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-rerank", action="store_true", help="skip the reranker configured in $RAG_RERANKER"
     )
     search.set_defaults(handler=cmd_search)
+
+    answer = commands.add_parser(
+        "answer", help="answer a question as a user, citing the chunks it comes from"
+    )
+    answer.add_argument("question")
+    answer.add_argument("--user", required=True)
+    answer.add_argument("--limit", type=positive_int, default=5, help="chunks to answer from")
+    answer.add_argument("--directory", help="users file (default: $RAG_DIRECTORY_FILE or sample)")
+    answer.add_argument("--json", action="store_true")
+    answer.add_argument(
+        "--mode",
+        choices=["hybrid", "vector", "lexical"],
+        help="retrieval mode (default: $RAG_RETRIEVAL_MODE or hybrid)",
+    )
+    answer.add_argument("--index-version", type=positive_int, help="answer from this index version")
+    answer.add_argument(
+        "--no-rerank", action="store_true", help="skip the reranker configured in $RAG_RERANKER"
+    )
+    answer.set_defaults(handler=cmd_answer)
 
     lineage = commands.add_parser(
         "lineage", help="trace a chunk (from search results) back to its source bytes"
@@ -400,6 +521,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="a subset: every document relevant to the split's queries plus a fixed sample",
     )
     beir.set_defaults(handler=cmd_import_beir)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API (FastAPI + uvicorn)")
+    serve.add_argument("--host", help="address to bind (default: $RAG_API_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=positive_int, help="port (default: $RAG_API_PORT or 8000)")
+    serve.set_defaults(handler=cmd_serve)
+
+    api_key = commands.add_parser("api-key", help="API keys of the HTTP API: create, list, revoke")
+    api_key_actions = api_key.add_subparsers(dest="action", required=True)
+    api_key_create = api_key_actions.add_parser(
+        "create", help="a new key for a user of the directory; printed once"
+    )
+    api_key_create.add_argument("--user", required=True)
+    api_key_create.add_argument(
+        "--directory", help="users file (default: $RAG_DIRECTORY_FILE or sample)"
+    )
+    api_key_create.add_argument("--label", help="a note shown by `api-key list`")
+    api_key_list = api_key_actions.add_parser("list", help="keys, never the keys themselves")
+    api_key_list.add_argument("--all", action="store_true", help="include revoked keys")
+    api_key_revoke = api_key_actions.add_parser("revoke", help="revoke a key at once")
+    api_key_revoke.add_argument("key_id", type=positive_int)
+    api_key.set_defaults(handler=cmd_api_key)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from rag_pipeline.lib.catalog import (
@@ -24,6 +25,11 @@ from rag_pipeline.lib.retrieval import (
     RRF,
     BM25Params,
     RetrievalOptions,
+)
+from rag_pipeline.lib.retrieval.answer import (
+    DEFAULT_MIN_COVERAGE,
+    DEFAULT_MIN_SIMILARITY,
+    DEFAULT_SIMILARITY_FLOOR,
 )
 from rag_pipeline.lib.retrieval.lexical import DEFAULT_B, DEFAULT_K1
 from rag_pipeline.lib.retrieval.pipeline import (
@@ -61,6 +67,21 @@ class Settings:
     bm25_b: float = DEFAULT_B
     reranker: str = NO_RERANKER
     max_chunks_per_document: int = 0
+    # The HTTP API (`rag-pipeline serve`).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_body_bytes: int = 65536
+    api_rate_limit: str = "60/minute"
+    api_pool_size: int = 4
+    # Answers (rag_pipeline.lib.retrieval.answer): an OpenAI-compatible endpoint (none: the
+    # offline extractive generator) and the evidence thresholds of the refusal rule.
+    llm_url: str = ""
+    llm_model: str = ""
+    # Not in repr(): settings get printed in errors and logs.
+    llm_api_key: str = dataclass_field(default="", repr=False)
+    answer_min_similarity: float = DEFAULT_MIN_SIMILARITY
+    answer_min_coverage: float = DEFAULT_MIN_COVERAGE
+    answer_similarity_floor: float = DEFAULT_SIMILARITY_FLOOR
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +133,17 @@ ENVIRONMENT = {
     "bm25_b": "RAG_BM25_B",
     "reranker": "RAG_RERANKER",
     "max_chunks_per_document": "RAG_MAX_CHUNKS_PER_DOCUMENT",
+    "api_host": "RAG_API_HOST",
+    "api_port": "RAG_API_PORT",
+    "api_max_body_bytes": "RAG_API_MAX_BODY_BYTES",
+    "api_rate_limit": "RAG_API_RATE_LIMIT",
+    "api_pool_size": "RAG_API_POOL_SIZE",
+    "llm_url": "RAG_LLM_URL",
+    "llm_model": "RAG_LLM_MODEL",
+    "llm_api_key": "RAG_LLM_API_KEY",
+    "answer_min_similarity": "RAG_ANSWER_MIN_SIMILARITY",
+    "answer_min_coverage": "RAG_ANSWER_MIN_COVERAGE",
+    "answer_similarity_floor": "RAG_ANSWER_SIMILARITY_FLOOR",
 }
 
 # Numbers that may be zero, with their upper bound (None: unbounded). Every other number must be
@@ -120,6 +152,9 @@ _ZERO_ALLOWED: dict[str, float | None] = {
     "lexical_weight": 1.0,
     "bm25_b": 1.0,
     "max_chunks_per_document": None,
+    "answer_min_similarity": 1.0,
+    "answer_min_coverage": 1.0,
+    "answer_similarity_floor": 1.0,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"retrieval_mode": MODES, "fusion": FUSION_METHODS}
 
@@ -147,12 +182,27 @@ def _convert(variable: str, raw: str, default: object) -> object:
 def _validate(name: str, variable: str, raw: str, value: object) -> None:
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigurationError(f"{variable}={raw!r} is not one of {', '.join(_CHOICES[name])}")
+    if name == "api_rate_limit":
+        _check_rate_limit(variable, raw)
     upper = _ZERO_ALLOWED.get(name)
     if upper is not None and isinstance(value, int | float) and value > upper:
         raise ConfigurationError(f"{variable}={raw!r} must be between 0 and {upper:g}")
 
 
 _ZERO_ALLOWED_VARIABLES = {ENVIRONMENT[name] for name in _ZERO_ALLOWED}
+
+
+def _check_rate_limit(variable: str, raw: str) -> None:
+    """A `limits` rate string ("60/minute", "10 per second"), checked here so that a typo fails
+    at startup with the variable named, not on the first request."""
+    from limits import parse
+
+    try:
+        parse(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{variable}={raw!r} is not a rate limit like '60/minute' or '10/second'"
+        ) from None
 
 
 def current_settings() -> Settings:

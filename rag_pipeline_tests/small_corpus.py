@@ -1,0 +1,134 @@
+"""A small two-tenant corpus written with the pipeline's own library functions, for fast tests.
+
+Scan, parse, chunk, embed (with the fake embedder) and build a version without Dagster, as the
+assets do, so a test that needs an index pays well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import psycopg
+
+from rag_pipeline.lib import index_versions
+from rag_pipeline.lib.catalog import UserAccess
+from rag_pipeline.lib.chunking import ChunkingConfig, chunk_document
+from rag_pipeline.lib.connectors import DiscoveredDocument
+from rag_pipeline.lib.parsing import PARSER_KEY, parse_document
+from rag_pipeline.lib.pipeline_store import (
+    documents_to_chunk,
+    documents_to_parse,
+    load_blob,
+    load_parsed_elements,
+    save_chunks,
+    save_embeddings,
+    save_parsed,
+    sync_source,
+    texts_to_embed,
+)
+from rag_pipeline_tests.fakes import HashedBagOfWordsEmbedder, WordCounter
+
+EMBEDDER = HashedBagOfWordsEmbedder()
+COUNTER = WordCounter()
+CHUNKING = ChunkingConfig(max_tokens=64, min_tokens=8)
+KEYS = index_versions.IndexKeys(EMBEDDER.model_key, PARSER_KEY, CHUNKING.key(COUNTER.name))
+EVERYTHING = 1000
+STAFF = UserAccess("ann", "acme", ("user:ann", "group:staff"))
+HR = UserAccess("bob", "acme", ("user:bob", "group:hr"))
+OUTSIDER = UserAccess("cyd", "globex", ("user:cyd", "group:staff"))
+
+# doc -> (tenant, ACL, text). Paragraphs of about 30 words: several chunks per long document.
+DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "vpn.txt": (
+        "acme",
+        ("group:staff",),
+        "VPN access. Connect to the VPN portal at vpn.acme.example with your laptop. "
+        "If the client shows error ACN-204 the certificate has expired; renew it in the portal.",
+    ),
+    "kafka.txt": (
+        "acme",
+        ("group:staff",),
+        "Kafka consumer lag. When the consumer lag of the billing topic grows, restart the "
+        "consumer group and check the broker disk. Lag above one million messages pages on-call.",
+    ),
+    "leave.txt": (
+        "acme",
+        ("group:hr",),
+        "Parental leave. Employees get sixteen weeks of paid parental leave. Request leave in "
+        "the HR portal at least four weeks before it starts.",
+    ),
+    "backup.txt": (
+        "acme",
+        ("group:staff",),
+        "Backups and restore. Nightly backups of the billing database are kept for thirty days. "
+        "To restore a backup, open a ticket with the database team.\n\n"
+        + " ".join(f"Restore drill {n} verified the billing backup checksum." for n in range(12)),
+    ),
+    "globex-vpn.txt": (
+        "globex",
+        ("group:staff",),
+        "Globex VPN. The Globex VPN portal is vpn.globex.example; error ACN-204 means the token "
+        "expired.",
+    ),
+}
+
+
+def ingest(
+    conn: psycopg.Connection, docs: dict[str, tuple[str, tuple[str, ...], str]], source: str = "s"
+) -> None:
+    """One scan of `source` holding exactly `docs`, then parse, chunk and embed what is new."""
+    discovered = []
+    for name, (tenant, acl, text) in sorted(docs.items()):
+        content = text.encode()
+        discovered.append(
+            DiscoveredDocument(
+                doc_id=f"{source}:{name}",
+                source=source,
+                uri=f"file:///{source}/{name}",
+                relative_path=name,
+                content_hash=hashlib.sha256(content).hexdigest(),
+                byte_size=len(content),
+                mime_type="text/plain",
+                encoding=None,
+                owner=None,
+                tenant=tenant,
+                acl_principals=acl,
+                title=name.removesuffix(".txt"),
+                updated_at=datetime(2026, 1, 1, tzinfo=UTC),
+                content=content,
+            )
+        )
+    sync_source(conn, source, discovered, run_id="test")
+    for doc in documents_to_parse(conn, source, PARSER_KEY):
+        parsed = parse_document(
+            load_blob(conn, doc.content_hash), doc.mime_type, declared_title=doc.title
+        )
+        with conn.transaction():
+            save_parsed(conn, doc, PARSER_KEY, parsed)
+    for doc in documents_to_chunk(conn, source, PARSER_KEY, KEYS.chunker_key):
+        elements = load_parsed_elements(conn, doc.doc_id, doc.content_hash, PARSER_KEY)
+        with conn.transaction():
+            save_chunks(
+                conn,
+                doc,
+                PARSER_KEY,
+                KEYS.chunker_key,
+                chunk_document(doc.title or "", elements, COUNTER, CHUNKING),
+            )
+    pending = texts_to_embed(conn, source, PARSER_KEY, KEYS.chunker_key, KEYS.model_key)
+    if pending:
+        with conn.transaction():
+            save_embeddings(
+                conn,
+                KEYS.model_key,
+                [h for h, _ in pending],
+                EMBEDDER.embed([t for _, t in pending]),
+            )
+
+
+def build(conn: psycopg.Connection, promote: bool = True) -> index_versions.Candidate:
+    candidate = index_versions.build_candidate(conn, KEYS, run_id="test")
+    if promote:
+        index_versions.promote(conn, candidate.version_id, actor="test", required_checks=())
+    return candidate
