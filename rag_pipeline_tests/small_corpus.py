@@ -14,7 +14,7 @@ import psycopg
 from rag_pipeline.lib import index_versions
 from rag_pipeline.lib.catalog import UserAccess
 from rag_pipeline.lib.chunking import ChunkingConfig, chunk_document
-from rag_pipeline.lib.connectors import DiscoveredDocument
+from rag_pipeline.lib.connectors import DiscoveredDocument, QuarantineReason
 from rag_pipeline.lib.parsing import PARSER_KEY, parse_document
 from rag_pipeline.lib.pipeline_store import (
     documents_to_chunk,
@@ -75,12 +75,20 @@ DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 
 def ingest(
-    conn: psycopg.Connection, docs: dict[str, tuple[str, tuple[str, ...], str]], source: str = "s"
+    conn: psycopg.Connection,
+    docs: dict[str, tuple[str, tuple[str, ...], str]],
+    source: str = "s",
+    refused: frozenset[str] = frozenset(),
 ) -> None:
-    """One scan of `source` holding exactly `docs`, then parse, chunk and embed what is new."""
+    """One scan of `source` holding exactly `docs`, then parse, chunk and embed what is new.
+
+    Documents named in `refused` come with metadata the source stage refuses (a source-stage
+    quarantine of their current content), as a connector reports an unparseable sidecar.
+    """
     discovered = []
     for name, (tenant, acl, text) in sorted(docs.items()):
         content = text.encode()
+        refuse = name in refused
         discovered.append(
             DiscoveredDocument(
                 doc_id=f"{source}:{name}",
@@ -96,7 +104,10 @@ def ingest(
                 acl_principals=acl,
                 title=name.removesuffix(".txt"),
                 updated_at=datetime(2026, 1, 1, tzinfo=UTC),
-                content=content,
+                content=None if refuse else content,
+                quarantine=QuarantineReason("invalid_metadata", "updated_at is not ISO 8601")
+                if refuse
+                else None,
             )
         )
     sync_source(conn, source, discovered, run_id="test")
