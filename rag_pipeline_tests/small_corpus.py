@@ -7,14 +7,17 @@ assets do, so a test that needs an index pays well under a second.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
 from rag_pipeline.lib import index_versions
 from rag_pipeline.lib.catalog import UserAccess
-from rag_pipeline.lib.chunking import ChunkingConfig, chunk_document
+from rag_pipeline.lib.chunking import ChunkingConfig, TokenCounter, chunk_document
 from rag_pipeline.lib.connectors import DiscoveredDocument, QuarantineReason
+from rag_pipeline.lib.embedding import Embedder
 from rag_pipeline.lib.parsing import PARSER_KEY, parse_document
 from rag_pipeline.lib.pipeline_store import (
     documents_to_chunk,
@@ -111,31 +114,64 @@ def ingest(
             )
         )
     sync_source(conn, source, discovered, run_id="test")
-    for doc in documents_to_parse(conn, source, PARSER_KEY):
+    process_source(conn, source, KEYS, CHUNKING, COUNTER, EMBEDDER)
+
+
+def process_source(
+    conn: psycopg.Connection,
+    source: str,
+    keys: index_versions.IndexKeys,
+    chunking: ChunkingConfig,
+    counter: TokenCounter,
+    embedder: Embedder,
+) -> None:
+    """Parse, chunk and embed what the source's last scan left to do, as the assets do."""
+    for doc in documents_to_parse(conn, source, keys.parser_key):
         parsed = parse_document(
-            load_blob(conn, doc.content_hash), doc.mime_type, declared_title=doc.title
+            load_blob(conn, doc.content_hash),
+            doc.mime_type,
+            filename=doc.relative_path,
+            declared_title=doc.title,
         )
         with conn.transaction():
-            save_parsed(conn, doc, PARSER_KEY, parsed)
-    for doc in documents_to_chunk(conn, source, PARSER_KEY, KEYS.chunker_key):
-        elements = load_parsed_elements(conn, doc.doc_id, doc.content_hash, PARSER_KEY)
+            save_parsed(conn, doc, keys.parser_key, parsed)
+    for doc in documents_to_chunk(conn, source, keys.parser_key, keys.chunker_key):
+        elements = load_parsed_elements(conn, doc.doc_id, doc.content_hash, keys.parser_key)
+        chunks = chunk_document(doc.title or doc.relative_path, elements, counter, chunking)
         with conn.transaction():
-            save_chunks(
-                conn,
-                doc,
-                PARSER_KEY,
-                KEYS.chunker_key,
-                chunk_document(doc.title or "", elements, COUNTER, CHUNKING),
-            )
-    pending = texts_to_embed(conn, source, PARSER_KEY, KEYS.chunker_key, KEYS.model_key)
+            save_chunks(conn, doc, keys.parser_key, keys.chunker_key, chunks)
+    pending = texts_to_embed(conn, source, keys.parser_key, keys.chunker_key, keys.model_key)
     if pending:
+        vectors = embedder.embed([text for _, text in pending])
         with conn.transaction():
-            save_embeddings(
-                conn,
-                KEYS.model_key,
-                [h for h, _ in pending],
-                EMBEDDER.embed([t for _, t in pending]),
-            )
+            save_embeddings(conn, keys.model_key, [h for h, _ in pending], vectors)
+
+
+def save_tiny_cross_encoder(path: Path, words: Iterable[str]) -> Path:
+    """A randomly initialised one-layer BERT cross-encoder over `words`, saved to `path`.
+
+    No reranker ships in any package here; this exercises the wiring without a download.
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    (path / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))])
+    )
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 def build(conn: psycopg.Connection, promote: bool = True) -> index_versions.Candidate:

@@ -36,20 +36,12 @@ import pytest
 
 from rag_pipeline.lib import database, index_versions, quality_gates
 from rag_pipeline.lib.catalog import UserAccess
-from rag_pipeline.lib.chunking import ChunkingConfig, chunk_document
+from rag_pipeline.lib.chunking import ChunkingConfig
 from rag_pipeline.lib.connectors import DiscoveredDocument, QuarantineReason
 from rag_pipeline.lib.lineage import UnknownChunkError, trace_chunk
-from rag_pipeline.lib.parsing import PARSER_KEY, parse_document
+from rag_pipeline.lib.parsing import PARSER_KEY
 from rag_pipeline.lib.pipeline_store import (
-    documents_to_chunk,
-    documents_to_parse,
-    load_blob,
-    load_parsed_elements,
-    save_chunks,
-    save_embeddings,
-    save_parsed,
     sync_source,
-    texts_to_embed,
     tombstone_removed_sources,
 )
 from rag_pipeline.lib.retrieval import (
@@ -63,6 +55,7 @@ from rag_pipeline.lib.retrieval import (
 )
 from rag_pipeline_tests.conftest import create_database
 from rag_pipeline_tests.fakes import HashedBagOfWordsEmbedder, WordCounter
+from rag_pipeline_tests.small_corpus import process_source
 
 SEQUENCES = 60
 STEPS_PER_SEQUENCE = 12
@@ -199,26 +192,7 @@ class FuzzRun:
 
     def process(self, source: str) -> None:
         """Parse, chunk and embed what the source's scan left to do, as the assets do."""
-        conn = self.conn
-        for doc in documents_to_parse(conn, source, PARSER_KEY):
-            parsed = parse_document(
-                load_blob(conn, doc.content_hash),
-                doc.mime_type,
-                filename=doc.relative_path,
-                declared_title=doc.title,
-            )
-            with conn.transaction():
-                save_parsed(conn, doc, PARSER_KEY, parsed)
-        for doc in documents_to_chunk(conn, source, PARSER_KEY, KEYS.chunker_key):
-            elements = load_parsed_elements(conn, doc.doc_id, doc.content_hash, PARSER_KEY)
-            chunks = chunk_document(doc.title or doc.relative_path, elements, COUNTER, CHUNKING)
-            with conn.transaction():
-                save_chunks(conn, doc, PARSER_KEY, KEYS.chunker_key, chunks)
-        pending = texts_to_embed(conn, source, PARSER_KEY, KEYS.chunker_key, KEYS.model_key)
-        if pending:
-            vectors = EMBEDDER.embed([text for _, text in pending])
-            with conn.transaction():
-                save_embeddings(conn, KEYS.model_key, [h for h, _ in pending], vectors)
+        process_source(self.conn, source, KEYS, CHUNKING, COUNTER, EMBEDDER)
 
     def live_sources(self) -> list[str]:
         return [source for source in SOURCES if source not in self.removed_sources]

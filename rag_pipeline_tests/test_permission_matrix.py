@@ -47,7 +47,7 @@ from rag_pipeline.lib.retrieval import HYBRID, LEXICAL, VECTOR, RetrievalOptions
 from rag_pipeline.lib.retrieval.answer import EvidencePolicy, answer
 from rag_pipeline.settings import Settings
 from rag_pipeline_tests.conftest import create_database
-from rag_pipeline_tests.small_corpus import EMBEDDER, build, ingest
+from rag_pipeline_tests.small_corpus import EMBEDDER, build, ingest, save_tiny_cross_encoder
 
 SEED = int(os.environ.get("RAG_MATRIX_SEED", "20261130"))
 TENANTS = tuple(f"t{n}" for n in range(8))
@@ -272,27 +272,12 @@ def check(matrix: Matrix, user: str, path: str, query: str, chunk_ids: list[str]
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A randomly initialised one-layer BERT cross-encoder, built and saved here (no download)."""
+    path = save_tiny_cross_encoder(
+        tmp_path_factory.mktemp("matrix-cross-encoder"),
+        {*VOCABULARY, EVERY_CHUNK, "part", *(f"t{n}d" for n in range(8))},
+    )
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    path = tmp_path_factory.mktemp("matrix-cross-encoder")
-    words = sorted({*VOCABULARY, EVERY_CHUNK, "part", *(f"t{n}d" for n in range(8))})
-    (path / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])
-    )
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=512,
-        num_labels=1,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
     # One thread: a model this small spends more on thread hand-offs than on arithmetic (the
     # reranked path runs twice as fast on a busy machine).
     threads = torch.get_num_threads()

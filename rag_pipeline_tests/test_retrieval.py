@@ -41,6 +41,7 @@ from rag_pipeline_tests.small_corpus import (
     STAFF,
     build,
     ingest,
+    save_tiny_cross_encoder,
 )
 
 
@@ -498,27 +499,10 @@ def test_cli_refuses_invalid_retrieval_settings(
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised one-layer BERT cross-encoder, built and saved here (no download)."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    path = tmp_path_factory.mktemp("tiny-cross-encoder")
-    words = sorted({w.lower().strip(".,;") for _, _, text in DOCS.values() for w in text.split()})
-    (path / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])
+    path = save_tiny_cross_encoder(
+        tmp_path_factory.mktemp("tiny-cross-encoder"),
+        {w.lower().strip(".,;") for _, _, text in DOCS.values() for w in text.split()},
     )
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=512,
-        num_labels=1,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
     return path
 
 
