@@ -34,10 +34,13 @@ test: lint
 
 # Incremental re-indexing benchmark on 2,000 BEIR SciFact abstracts from ../shared (not needed
 # by the demo); writes reports/bench.json and reports/bench.md. Then permission-filtered search
-# latency and recall at 20,000 chunks: reports/search_scaling.{json,md}.
+# latency and recall at 20,000 chunks: reports/search_scaling.{json,md}. Then query latency per
+# stage, filtered HNSW recall and HTTP requests/s at 100,000 chunks derived from SciFact: the
+# `query` key of reports/bench.json and reports/bench_query.md (about 25 minutes).
 bench: install
 	$(BIN)/python benchmarks/bench_incremental.py --docs 2000 --out reports
 	$(BIN)/python benchmarks/bench_search_scaling.py --chunks 20000 --out reports
+	$(BIN)/python benchmarks/bench_query.py --chunks 100000 --out reports
 
 # Retrieval quality on BEIR SciFact from ../shared (not needed by the demo): imports it as a
 # source, builds it through the pipeline into .rag_data/eval, scores vector/lexical/hybrid and a

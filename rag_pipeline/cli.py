@@ -219,6 +219,21 @@ def print_summary(run: PipelineRun) -> None:
             f" {index['documents']} documents, {index['chunks']} chunks;"
             f" serving version {serving.get('serving_version_id', '-')}"
         )
+    from rag_pipeline.lib.evaluation.kpi import format_value
+
+    report = run.metadata.get("evaluation_report", {})
+    for golden_set in report.get("golden_sets") or []:
+        figures = ", ".join(
+            f"{label} {format_value(metric, report[f'{golden_set}.{metric}'])}"
+            for label, metric in (
+                ("nDCG@10", "ndcg_at_10"),
+                ("retrieval success", "retrieval_success_rate"),
+                ("correct refusals", "refusal_accuracy"),
+                ("permission incidents", "permission_incidents"),
+            )
+            if f"{golden_set}.{metric}" in report
+        )
+        print(f"  evaluation on {golden_set}: {figures} (rag-pipeline quality: every KPI)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -230,7 +245,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = current_settings()
     prepare_dagster_home(settings.data_dir)
     instance = dg.DagsterInstance.get()
-    run = run_pipeline(instance, args.source or None)
+    run = run_pipeline(
+        instance, args.source or None, quality_override=args.allow_quality_regression
+    )
     if run.recovery is not None and run.recovery.runs_marked_failed:
         print(
             "Marked failed (their process was gone): " + ", ".join(run.recovery.runs_marked_failed),
@@ -249,6 +266,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {record.doc_id}: {record.reason_code} ({record.stage})")
     if run.failed_sources:
         print(f"\nFAILED sources: {run.failed_sources}", file=sys.stderr)
+    for check_name, description in run.failed_checks:
+        print(f"\nFAILED check {check_name}: {description}", file=sys.stderr)
     if not run.index_succeeded:
         print("\nFAILED: the index version was not built or not promoted", file=sys.stderr)
     if run.succeeded and args.sample_query:
@@ -299,7 +318,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from rag_pipeline.lib import index_versions
-    from rag_pipeline.lib.quality_gates import BLOCKING_GATES
+    from rag_pipeline.lib.quality_gates import PROMOTION_CHECKS
 
     settings = current_settings()
     with database.connection(_database_url(settings)) as conn:
@@ -322,7 +341,11 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(json.dumps(index_versions.version_diff(conn, version), indent=2))
         elif args.action == "promote":
             switched = index_versions.promote(
-                conn, args.version, actor="cli", required_checks=BLOCKING_GATES, reason=args.reason
+                conn,
+                args.version,
+                actor="cli",
+                required_checks=PROMOTION_CHECKS,
+                reason=args.reason,
             )
             print(f"version {args.version} is serving" + ("" if switched else " (already was)"))
         elif args.action == "gc":
@@ -392,6 +415,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    """The KPI table of the evaluated versions, newest last, and the index build success rate."""
+    import dagster as dg
+
+    from rag_pipeline.defs.evaluation.assets import index_build_success_rate
+    from rag_pipeline.lib.evaluation import kpi
+    from rag_pipeline.lib.evaluation.results_store import metric_history
+    from rag_pipeline.runner import prepare_dagster_home
+
+    settings = current_settings()
+    with database.connection(_database_url(settings)) as conn:
+        history = metric_history(conn, args.golden_set, args.versions)
+    columns = kpi.history_columns(history, args.configuration)
+    if not columns:
+        print("no evaluation recorded yet: `rag-pipeline run` evaluates every candidate")
+        return 0
+    if args.json:
+        print(json.dumps([{"column": label, **values} for label, values in columns], indent=2))
+        return 0
+    print("\n".join(kpi.kpi_table(columns)))
+    prepare_dagster_home(settings.data_dir)
+    with dg.DagsterInstance.get() as instance:
+        rate, runs = index_build_success_rate(instance)
+    if rate is not None:
+        print(f"\nindex build success rate: {rate:.0%} of the last {runs} build_index_job runs")
+    return 0
+
+
 def cmd_api_key(args: argparse.Namespace) -> int:
     from rag_pipeline.lib import api_keys
 
@@ -433,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", help="only this source (repeatable)")
     run.add_argument("--sample-query", default="", help="search this after the run")
     run.add_argument("--sample-user", default="alice")
+    run.add_argument(
+        "--allow-quality-regression",
+        metavar="REASON",
+        help="promote even if retrieval_quality_not_regressed fails; the reason is recorded "
+        "with the run and the check",
+    )
     run.set_defaults(handler=cmd_run)
 
     search = commands.add_parser("search", help="search the serving index as a user")
@@ -502,6 +559,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--reason")
     index.set_defaults(handler=cmd_index)
+
+    quality = commands.add_parser(
+        "quality", help="KPI table of the evaluated index versions (evaluation reports)"
+    )
+    quality.add_argument("--golden-set", help="only this golden set (its file name stem)")
+    quality.add_argument(
+        "--configuration",
+        default="default",
+        choices=["default", "vector", "lexical"],
+        help="retrieval configuration (default: the configured one)",
+    )
+    quality.add_argument("--versions", type=positive_int, default=10, help="newest N versions")
+    quality.add_argument("--json", action="store_true")
+    quality.set_defaults(handler=cmd_quality)
 
     beir = commands.add_parser(
         "import-beir",

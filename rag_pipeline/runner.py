@@ -27,6 +27,8 @@ class PipelineRun:
     index_succeeded: bool = False
     metadata: dict[str, dict[str, object]] = field(default_factory=dict)
     recovery: RecoveryReport | None = None
+    # Checks of the index run that failed: (check name, what it said).
+    failed_checks: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -69,12 +71,17 @@ def run_pipeline(
     sources: Sequence[str] | None = None,
     defs: dg.Definitions | None = None,
     log_level: str = "WARNING",
+    quality_override: str | None = None,
 ) -> PipelineRun:
     """Ingest each source partition, then build, check and promote the index version.
 
     One source failing does not stop the others; the index is still built, and its gates decide
     whether the result may serve. Runs whose worker died earlier are failed and their pool slots
     freed first, so a killed run never wedges this one (`run_recovery`).
+
+    `quality_override` (a reason) lets a candidate that fails `retrieval_quality_not_regressed`
+    be promoted; the reason is run config of `evaluation_report` and a tag of the index run, so
+    the Dagster run records who overrode the gate and why.
     """
     if defs is None:
         from rag_pipeline.definitions import build_defs
@@ -104,9 +111,28 @@ def run_pipeline(
             run.failed_sources.append(name)
         for asset, metadata in materialization_metadata(result).items():
             run.metadata[f"{asset}[{name}]"] = metadata
+    index_config: dict[str, object] = dict(run_config)
+    index_tags = dict(tags)
+    if quality_override is not None:
+        if not quality_override.strip():
+            raise ValueError("overriding the quality gate needs a reason")
+        index_config["ops"] = {
+            "evaluation_report": {
+                "config": {
+                    "allow_quality_regression": True,
+                    "override_reason": quality_override.strip(),
+                }
+            }
+        }
+        index_tags["rag_pipeline/quality_override"] = quality_override.strip()[:200]
     index = defs.resolve_job_def("build_index_job").execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False, tags=tags
+        run_config=index_config, instance=instance, raise_on_error=False, tags=index_tags
     )
     run.index_succeeded = index.success
+    run.failed_checks = [
+        (evaluation.check_name, str(evaluation.description or ""))
+        for evaluation in index.get_asset_check_evaluations()
+        if not evaluation.passed
+    ]
     run.metadata.update(materialization_metadata(index))
     return run

@@ -22,7 +22,6 @@ from rag_pipeline.lib.embedding import DEFAULT_MODEL_NAME
 from rag_pipeline.lib.retrieval import (
     FUSION_METHODS,
     MODES,
-    RRF,
     BM25Params,
     RetrievalOptions,
 )
@@ -34,6 +33,8 @@ from rag_pipeline.lib.retrieval.answer import (
 from rag_pipeline.lib.retrieval.lexical import DEFAULT_B, DEFAULT_K1
 from rag_pipeline.lib.retrieval.pipeline import (
     DEFAULT_CANDIDATES,
+    DEFAULT_FEEDBACK_WEIGHT,
+    DEFAULT_FUSION,
     DEFAULT_LEXICAL_WEIGHT,
     DEFAULT_MODE,
     DEFAULT_RRF_K,
@@ -60,13 +61,21 @@ class Settings:
     max_query_chars: int = 2000
     retrieval_mode: str = DEFAULT_MODE
     retrieval_candidates: int = DEFAULT_CANDIDATES
-    fusion: str = RRF
+    fusion: str = DEFAULT_FUSION
     rrf_k: float = DEFAULT_RRF_K
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
     bm25_k1: float = DEFAULT_K1
     bm25_b: float = DEFAULT_B
     reranker: str = NO_RERANKER
     max_chunks_per_document: int = 0
+    feedback_chunks: int = 0
+    feedback_weight: float = DEFAULT_FEEDBACK_WEIGHT
+    # Evaluation reports and the quality gate: golden sets (comma-separated files; empty: the
+    # bundled sample set when the bundled sample corpus is the source), tolerance and floors.
+    golden_sets: str = ""
+    quality_tolerance: float = 0.02
+    quality_min_ndcg: float = 0.0
+    quality_min_refusal_accuracy: float = 0.0
     # The HTTP API (`rag-pipeline serve`).
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -96,6 +105,19 @@ class Settings:
             _validate(field.name, variable, raw, values[field.name])
         return cls(**values)  # type: ignore[arg-type]
 
+    def golden_set_files(self) -> list[Path]:
+        """The golden sets the evaluation report asks; see `golden_sets`."""
+        if self.golden_sets.strip():
+            return [
+                Path(part.strip()).expanduser()
+                for part in self.golden_sets.split(",")
+                if part.strip()
+            ]
+        bundled = Path(__file__).resolve().parents[1] / "eval_sets" / "sample_corpus.jsonl"
+        if self.sources_file.resolve() == DEFAULT_SOURCES_FILE.resolve() and bundled.is_file():
+            return [bundled]
+        return []
+
     def retrieval_options(self) -> RetrievalOptions:
         """The configured retrieval defaults; a request may override any of them."""
         return RetrievalOptions(
@@ -108,6 +130,8 @@ class Settings:
             reranker=self.reranker,
             max_chunks_per_document=self.max_chunks_per_document or None,
             max_query_chars=self.max_query_chars,
+            feedback_chunks=self.feedback_chunks,
+            feedback_weight=self.feedback_weight,
         )
 
 
@@ -133,6 +157,12 @@ ENVIRONMENT = {
     "bm25_b": "RAG_BM25_B",
     "reranker": "RAG_RERANKER",
     "max_chunks_per_document": "RAG_MAX_CHUNKS_PER_DOCUMENT",
+    "feedback_chunks": "RAG_FEEDBACK_CHUNKS",
+    "feedback_weight": "RAG_FEEDBACK_WEIGHT",
+    "golden_sets": "RAG_GOLDEN_SETS",
+    "quality_tolerance": "RAG_QUALITY_TOLERANCE",
+    "quality_min_ndcg": "RAG_QUALITY_MIN_NDCG",
+    "quality_min_refusal_accuracy": "RAG_QUALITY_MIN_REFUSAL_ACCURACY",
     "api_host": "RAG_API_HOST",
     "api_port": "RAG_API_PORT",
     "api_max_body_bytes": "RAG_API_MAX_BODY_BYTES",
@@ -152,6 +182,11 @@ _ZERO_ALLOWED: dict[str, float | None] = {
     "lexical_weight": 1.0,
     "bm25_b": 1.0,
     "max_chunks_per_document": None,
+    "feedback_chunks": None,
+    "feedback_weight": 1.0,
+    "quality_tolerance": 1.0,
+    "quality_min_ndcg": 1.0,
+    "quality_min_refusal_accuracy": 1.0,
     "answer_min_similarity": 1.0,
     "answer_min_coverage": 1.0,
     "answer_similarity_floor": 1.0,

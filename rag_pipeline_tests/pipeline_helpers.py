@@ -10,15 +10,24 @@ import dagster as dg
 from rag_pipeline.defs.chunking.assets import chunks
 from rag_pipeline.defs.connectors.assets import source_documents
 from rag_pipeline.defs.embeddings.assets import chunk_embeddings
+from rag_pipeline.defs.evaluation.assets import evaluation_report
 from rag_pipeline.defs.indexes.assets import active_index, vector_index
 from rag_pipeline.defs.indexes.checks import index_version_gates
+from rag_pipeline.defs.indexes.chunk_checks import chunk_expectations_check
 from rag_pipeline.defs.parsing.assets import parsed_documents
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
 from rag_pipeline.lib.catalog import load_sources
 from rag_pipeline.runner import materialization_metadata
 
 SOURCE_STAGES = [source_documents, parsed_documents, chunks, chunk_embeddings]
-INDEX_STAGES = [vector_index, index_version_gates, active_index]
+# The whole index graph: promotion requires every check of `PROMOTION_CHECKS` to have run.
+INDEX_STAGES = [
+    vector_index,
+    index_version_gates,
+    chunk_expectations_check,
+    evaluation_report,
+    active_index,
+]
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -45,7 +54,7 @@ def materialize_index(
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*SOURCE_STAGES, *INDEX_STAGES],
-        selection=[asset.key for asset in (vector_index, active_index)],
+        selection=[asset.key for asset in (vector_index, evaluation_report, active_index)],
         instance=instance,
         resources=resources,
         raise_on_error=raise_on_error,

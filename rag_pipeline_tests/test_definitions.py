@@ -17,7 +17,7 @@ from rag_pipeline.defs.connectors.sensors import source_catalog_sensor
 from rag_pipeline.defs.jobs import daily_reindex_schedule
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
 from rag_pipeline.lib import database
-from rag_pipeline.lib.quality_gates import BLOCKING_GATES
+from rag_pipeline.lib.quality_gates import BLOCKING_GATES, PROMOTION_CHECKS
 from rag_pipeline_tests.conftest import make_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +27,7 @@ STAGES = [
     "chunks",
     "chunk_embeddings",
     "vector_index",
+    "evaluation_report",
     "active_index",
 ]
 
@@ -37,7 +38,9 @@ def test_asset_graph_has_one_asset_per_stage_in_lineage_order() -> None:
     assert keys == set(STAGES)
     for upstream, downstream in itertools.pairwise(STAGES):
         parents = {key.to_user_string() for key in graph.get(dg.AssetKey(downstream)).parent_keys}
-        assert parents == {upstream}, downstream
+        # The serving pointer waits for the candidate and for its evaluation report.
+        expected = {"vector_index", upstream} if downstream == "active_index" else {upstream}
+        assert parents == expected, downstream
     for stage in STAGES[:4]:
         assert graph.get(dg.AssetKey(stage)).partitions_def == SOURCE_PARTITIONS
     for stage in STAGES:
@@ -47,10 +50,13 @@ def test_asset_graph_has_one_asset_per_stage_in_lineage_order() -> None:
 def test_blocking_checks_guard_the_candidate_index() -> None:
     graph = defs.resolve_asset_graph()
     checks = {key.name: key for key in graph.asset_check_keys}
-    assert set(checks) == set(BLOCKING_GATES)
+    assert set(checks) == set(PROMOTION_CHECKS) and set(BLOCKING_GATES) < set(checks)
+    quality_gate = checks.pop("retrieval_quality_not_regressed")
+    assert quality_gate.asset_key == dg.AssetKey("evaluation_report")
     assert all(key.asset_key == dg.AssetKey("vector_index") for key in checks.values())
     specs = [spec for check in defs.asset_checks for spec in check.check_specs]
-    assert all(spec.blocking for spec in specs)
+    specs += [spec for asset in defs.assets for spec in getattr(asset, "check_specs", [])]
+    assert len(specs) == len(PROMOTION_CHECKS) and all(spec.blocking for spec in specs)
 
 
 def test_jobs_schedules_and_sensors_are_registered() -> None:

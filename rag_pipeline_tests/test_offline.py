@@ -1,4 +1,7 @@
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import unstructured.nlp.tokenize as tokenize
@@ -33,3 +36,21 @@ def test_text_formats_parse_offline() -> None:
         filename="ticket.txt",
     )
     assert any("restarted the gateway" in element.text for element in parsed.elements)
+
+
+def test_ragas_telemetry_is_off_even_when_the_environment_says_otherwise() -> None:
+    # ragas only honours the exact value "true"; a user's `1` or `false` must not turn it on.
+    for value in ("1", "false"):
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import rag_pipeline; from ragas._analytics import do_not_track; "
+                "print(do_not_track())",
+            ],
+            env={**os.environ, "RAGAS_DO_NOT_TRACK": value},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert probe.stdout.strip() == "True", (value, probe.stderr[-500:])

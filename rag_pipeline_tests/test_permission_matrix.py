@@ -292,7 +292,10 @@ def library_paths(
     """Chunk ids each path returns for one request; `answer` runs the reranked path too."""
     conn = matrix.conn
     if path in (VECTOR, LEXICAL, HYBRID):
-        result = retrieve(conn, access, query, RetrievalOptions(mode=path, limit=limit), EMBEDDER)
+        # Half the dense requests also run pseudo-relevance feedback (a second dense round).
+        feedback = 3 if path != LEXICAL and limit in (3, 10) else 0
+        options = RetrievalOptions(mode=path, limit=limit, feedback_chunks=feedback)
+        result = retrieve(conn, access, query, options, EMBEDDER)
         assert result.mode_used == path, result  # no silent fallback to another leg
         return {path: [hit.chunk_id for hit in result.hits]}
     # The cross-encoder reranks exactly the `limit` best fused chunks (depth = limit), inside

@@ -435,11 +435,13 @@ def test_cli_search_switches(
     [
         ("RAG_BM25_K1", "0.01", "k1"),
         ("RAG_BM25_B", "0", "b"),
-        ("RAG_FUSION", "minmax", "fusion"),
+        ("RAG_FUSION", "rrf", "fusion"),
         ("RAG_RRF_K", "5", "rrf"),
         ("RAG_LEXICAL_WEIGHT", "1", "weight"),
         ("RAG_RETRIEVAL_CANDIDATES", "1", "candidates"),
         ("RAG_MAX_CHUNKS_PER_DOCUMENT", "1", "cap"),
+        ("RAG_FEEDBACK_CHUNKS", "2", "feedback"),
+        ("RAG_FEEDBACK_WEIGHT", "1", "feedback_weight"),
     ],
 )
 def test_cli_honours_each_retrieval_variable(
@@ -451,6 +453,11 @@ def test_cli_honours_each_retrieval_variable(
     check: str,
 ) -> None:
     query = "restore drill billing backup checksum kafka"
+    if check in ("rrf", "weight"):
+        # Exact RRF arithmetic, and legs with weight 0 add nothing (no floor score).
+        monkeypatch.setenv("RAG_FUSION", "rrf")
+    if check == "feedback_weight":
+        monkeypatch.setenv("RAG_FEEDBACK_CHUNKS", "2")
     default, _ = cli_search(capsys, query, "--limit", "20")
     lexical_default, _ = cli_search(capsys, query, "--limit", "20", "--mode", "lexical")
     monkeypatch.setenv(variable, value)
@@ -458,13 +465,25 @@ def test_cli_honours_each_retrieval_variable(
     lexical, _ = cli_search(capsys, query, "--limit", "20", "--mode", "lexical")
     if check in ("k1", "b"):
         assert [h["score"] for h in lexical] != [h["score"] for h in lexical_default]
-    elif check == "fusion":
-        # Min-max scores lie in [0, 1] per leg: the best fused score is above any RRF score.
-        assert changed[0]["score"] > 0.5 > default[0]["score"]
-    elif check == "rrf":
-        top = changed[0]
-        legs = [top["ranks"][leg] for leg in ("vector", "lexical") if leg in top["ranks"]]
-        assert top["score"] == pytest.approx(sum(0.5 / (5 + rank) for rank in legs))
+    elif check in ("fusion", "rrf"):
+        # RRF's arithmetic (weights 0.4 vector, 0.6 lexical), not the default z-scores.
+        k = 5 if check == "rrf" else 60
+        weights = {"vector": 0.4, "lexical": 0.6}
+        for hit in changed[:3]:
+            expected = sum(
+                w / (k + hit["ranks"][leg]) for leg, w in weights.items() if leg in hit["ranks"]
+            )
+            assert hit["score"] == pytest.approx(expected)
+        assert default[0]["score"] != pytest.approx(changed[0]["score"])
+    elif check in ("feedback", "feedback_weight"):
+        # The second dense round scores chunks against the moved query vector.
+        vector = {h["chunk_id"]: h["scores"].get("vector") for h in changed}
+        before = {h["chunk_id"]: h["scores"].get("vector") for h in default}
+        assert any(
+            vector[c] != pytest.approx(before[c])
+            for c in vector.keys() & before.keys()
+            if vector[c] is not None and before[c] is not None
+        )
     elif check == "weight":
         # Only the lexical leg counts: the fused order starts with the lexical order.
         lexical_ids = [h["chunk_id"] for h in lexical_default]

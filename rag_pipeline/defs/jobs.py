@@ -5,6 +5,7 @@ import dagster as dg
 from rag_pipeline.defs.chunking.assets import chunks
 from rag_pipeline.defs.connectors.assets import source_documents
 from rag_pipeline.defs.embeddings.assets import chunk_embeddings
+from rag_pipeline.defs.evaluation.assets import evaluation_report
 from rag_pipeline.defs.indexes.assets import active_index, vector_index
 from rag_pipeline.defs.parsing.assets import parsed_documents
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
@@ -20,8 +21,9 @@ ingest_source_job = dg.define_asset_job(
 
 build_index_job = dg.define_asset_job(
     "build_index_job",
-    selection=dg.AssetSelection.assets(vector_index, active_index),
-    description="Build a candidate index version, run its gates, promote it if they pass.",
+    selection=dg.AssetSelection.assets(vector_index, evaluation_report, active_index),
+    description="Build a candidate index version, run its gates, evaluate it against the "
+    "serving version on the golden sets, promote it if everything passes.",
 )
 
 

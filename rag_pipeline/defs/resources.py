@@ -11,7 +11,13 @@ import dagster as dg
 import psycopg
 
 from rag_pipeline.lib import database
-from rag_pipeline.lib.catalog import SourceConfig, find_source, load_sources, sources_file_from_env
+from rag_pipeline.lib.catalog import (
+    DEFAULT_DIRECTORY_FILE,
+    SourceConfig,
+    find_source,
+    load_sources,
+    sources_file_from_env,
+)
 from rag_pipeline.lib.chunking import ChunkingConfig
 from rag_pipeline.lib.connectors import DEFAULT_MAX_DOCUMENT_BYTES
 from rag_pipeline.lib.embedding import (
@@ -101,6 +107,20 @@ class IndexPolicyResource(dg.ConfigurableResource):
     keep_versions: int = 5
 
 
+class EvaluationResource(dg.ConfigurableResource):
+    """Golden sets asked of every candidate, and the quality gate's tolerance and floors.
+
+    Retrieval options, the generator and the evidence policy are the configured ones
+    (`RAG_RETRIEVAL_*`, `RAG_LLM_*`, `RAG_ANSWER_*`): the report measures what users get.
+    """
+
+    golden_sets: list[str] = []
+    directory_file: str = str(DEFAULT_DIRECTORY_FILE)
+    tolerance: float = 0.02
+    min_ndcg: float = 0.0
+    min_refusal_accuracy: float = 0.0
+
+
 def index_keys(embedder: EmbedderResource, chunking: ChunkingResource) -> IndexKeys:
     return IndexKeys(
         model_key=embedder.model_key(),
@@ -133,4 +153,11 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "chunking": ChunkingResource(),
         "parsing": ParsingResource(timeout_seconds=settings.parse_timeout_seconds),
         "index_policy": IndexPolicyResource(keep_versions=settings.keep_index_versions),
+        "evaluation": EvaluationResource(
+            golden_sets=[str(path) for path in settings.golden_set_files()],
+            directory_file=str(settings.directory_file),
+            tolerance=settings.quality_tolerance,
+            min_ndcg=settings.quality_min_ndcg,
+            min_refusal_accuracy=settings.quality_min_refusal_accuracy,
+        ),
     }

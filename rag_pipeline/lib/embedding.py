@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -82,6 +83,28 @@ class HuggingFaceTokenCounter:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
 
+@contextmanager
+def _one_thread_for_one_text(count: int) -> Iterator[None]:
+    """A single text (a query) on one torch thread.
+
+    Splitting one short text over both cores gains nothing and, on a busy machine, waits for the
+    second core: query embedding p95 was 194 ms on two threads and 41 ms on one, at load 5
+    (benchmarks/bench_query.py). Batches keep every thread. torch's thread count is
+    process-wide, hence restored at once.
+    """
+    if count != 1:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU, normalized output, batched."""
 
@@ -100,7 +123,7 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock:
+        with self._lock, _one_thread_for_one_text(len(texts)):
             vectors = self._model.encode(
                 list(texts),
                 batch_size=self.batch_size,

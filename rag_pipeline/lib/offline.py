@@ -14,19 +14,25 @@ OFFLINE_ENVIRONMENT = {
     "DO_NOT_TRACK": "1",
     "SCARF_NO_ANALYTICS": "true",
     "UNSTRUCTURED_DISABLE_NOTICE": "1",
-    "RAGAS_DO_NOT_TRACK": "true",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "DAGSTER_DISABLE_TELEMETRY": "1",
     "GX_ANALYTICS_ENABLED": "false",
     "TOKENIZERS_PARALLELISM": "false",
+    # LangChain (under ragas) sends traces only when these are on; keep them off explicitly.
+    "LANGCHAIN_TRACING_V2": "false",
+    "LANGSMITH_TRACING": "false",
 }
+# Set whatever the environment says: ragas reads only the exact value "true" (a user's
+# `RAGAS_DO_NOT_TRACK=1` would leave its usage events on).
+FORCED_OFFLINE_ENVIRONMENT = {"RAGAS_DO_NOT_TRACK": "true"}
 
 
 def apply_offline_environment() -> None:
     for name, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    os.environ.update(FORCED_OFFLINE_ENVIRONMENT)
 
 
 @cache

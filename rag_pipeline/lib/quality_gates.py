@@ -185,3 +185,8 @@ BLOCKING_GATES = (
     "no_unexpected_document_loss",
     "chunks_trace_to_source",
 )
+
+# Every check that must have passed for a version to serve: the gates above, the Great
+# Expectations suite on its chunks (`rag_pipeline.lib.chunk_expectations`, a check of its own)
+# and the retrieval quality gate of its evaluation report (`rag_pipeline.lib.evaluation`).
+PROMOTION_CHECKS = (*BLOCKING_GATES, "chunk_expectations", "retrieval_quality_not_regressed")

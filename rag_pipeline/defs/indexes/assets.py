@@ -20,7 +20,7 @@ from rag_pipeline.lib.index_versions import (
     promote,
 )
 from rag_pipeline.lib.pipeline_store import tombstone_removed_sources
-from rag_pipeline.lib.quality_gates import BLOCKING_GATES
+from rag_pipeline.lib.quality_gates import PROMOTION_CHECKS
 
 
 def diff_markdown(diff: dict[str, Any]) -> str:
@@ -107,8 +107,13 @@ def latest_candidate_version(
     return int(event.asset_materialization.metadata["version_id"].value)
 
 
+# The candidate's evaluation report (rag_pipeline.defs.evaluation), by key: that module imports
+# this one. Its blocking quality gate must pass before promotion.
+EVALUATION_REPORT = dg.AssetKey("evaluation_report")
+
+
 @dg.asset(
-    deps=[vector_index],
+    deps=[vector_index, EVALUATION_REPORT],
     group_name="indexes",
     kinds={"postgres"},
     automation_condition=dg.AutomationCondition.eager(),
@@ -133,7 +138,7 @@ def active_index(
                     conn,
                     version_id,
                     actor=f"dagster run {context.run_id}",
-                    required_checks=BLOCKING_GATES,
+                    required_checks=PROMOTION_CHECKS,
                     reason="automatic promotion after checks",
                 )
             except PromotionBlockedError as error:

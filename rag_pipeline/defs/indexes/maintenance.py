@@ -4,7 +4,7 @@ import dagster as dg
 
 from rag_pipeline.defs.resources import IndexPolicyResource, PostgresResource
 from rag_pipeline.lib import index_versions
-from rag_pipeline.lib.quality_gates import BLOCKING_GATES
+from rag_pipeline.lib.quality_gates import PROMOTION_CHECKS
 
 
 class PromoteConfig(dg.Config):
@@ -27,7 +27,7 @@ def promote_index_version(
                 conn,
                 config.version_id,
                 actor=f"dagster run {context.run_id}",
-                required_checks=BLOCKING_GATES,
+                required_checks=PROMOTION_CHECKS,
                 reason=config.reason,
             )
         except index_versions.IndexVersionError as error:

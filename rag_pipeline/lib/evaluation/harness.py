@@ -56,6 +56,17 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
     Configuration("vector", {"mode": "vector"}, "dense only: HNSW over chunk embeddings"),
     Configuration("lexical", {"mode": "lexical"}, "lexical only: BM25 inside Postgres"),
     Configuration("hybrid", {"mode": "hybrid"}, "lexical and vector fused (default settings)"),
+    Configuration(
+        "hybrid_rrf",
+        {"mode": "hybrid", "fusion": "rrf", "rrf_k": 60.0, "lexical_weight": 0.5},
+        "lexical and vector fused by RRF, k 60, equal weights (the published default)",
+    ),
+    Configuration(
+        "hybrid_feedback",
+        {"mode": "hybrid", "lexical_weight": 0.5, "feedback_chunks": 3, "feedback_weight": 0.7},
+        "hybrid (z-scores, BM25 weight 0.5) plus dense pseudo-relevance feedback from the top 3"
+        " chunks, weight 0.7: the dev half's best feedback setting",
+    ),
 )
 
 

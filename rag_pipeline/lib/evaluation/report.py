@@ -12,6 +12,7 @@ from typing import Any
 
 from rag_pipeline.lib.evaluation.harness import ConfigurationResult, best_configuration
 from rag_pipeline.lib.evaluation.metrics import MEASURES, Evaluation
+from rag_pipeline.lib.evaluation.splits import SPLITS, split_of
 
 
 @dataclass(frozen=True)
@@ -85,4 +86,39 @@ def markdown_table(rows: Sequence[ScoredRow]) -> list[str]:
         )
         label = f"{row.name} ({row.kind})" if row.kind == "reference" else row.name
         lines.append(f"| {label} | {scores} | {latency} | {row.description} |")
+    return lines
+
+
+def split_means(evaluation: Evaluation) -> dict[str, dict[str, float]]:
+    """Split -> measure -> mean over that split's questions (`splits`: dev and held-out)."""
+    means: dict[str, dict[str, float]] = {}
+    for split in SPLITS:
+        scores = [s for qid, s in evaluation.per_query.items() if split_of(qid) == split]
+        if scores:
+            means[split] = {m: sum(q[m] for q in scores) / len(scores) for m in MEASURES}
+    return means
+
+
+def split_keys(prefix: str, rows: Sequence[ScoredRow]) -> dict[str, Any]:
+    """`<prefix>.<row>.<split>.<measure>` for every scored row and split."""
+    keys: dict[str, Any] = {}
+    for row in rows:
+        if row.evaluation is None:
+            continue
+        for split, means in split_means(row.evaluation).items():
+            for measure, value in means.items():
+                keys[f"{prefix}.{row.name}.{split}.{measure}"] = round(value, 4)
+    return keys
+
+
+def split_table(rows: Sequence[ScoredRow], measure: str = "ndcg_at_10") -> list[str]:
+    lines = ["| run | dev half | held-out half | all |", "|---|---:|---:|---:|"]
+    for row in rows:
+        if row.evaluation is None:
+            continue
+        means = split_means(row.evaluation)
+        cells = " | ".join(
+            f"{means[split][measure]:.3f}" if split in means else "-" for split in SPLITS
+        )
+        lines.append(f"| {row.name} | {cells} | {row.evaluation.aggregate[measure]:.3f} |")
     return lines
