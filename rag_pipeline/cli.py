@@ -193,6 +193,34 @@ SUMMARY_COLUMNS = [
 ]
 
 
+def print_evaluation(run: PipelineRun) -> None:
+    """The evaluation report's summary: the candidate's key figures and the quality gate."""
+    from rag_pipeline.lib.evaluation.kpi import format_value
+
+    report = run.metadata.get("evaluation_report")
+    if report is None:
+        return
+    print("\nEvaluation report (rag-pipeline quality: every KPI, over versions)")
+    if not report.get("golden_sets"):
+        print("  no golden set configured (RAG_GOLDEN_SETS): quality not measured")
+    for golden_set in report.get("golden_sets") or []:
+        figures = ", ".join(
+            f"{label} {format_value(metric, report[f'{golden_set}.{metric}'])}"
+            for label, metric in (
+                ("nDCG@10", "ndcg_at_10"),
+                ("retrieval success", "retrieval_success_rate"),
+                ("context recall", "context_recall"),
+                ("correct refusals", "refusal_accuracy"),
+                ("citation coverage", "citation_coverage"),
+                ("permission incidents", "permission_incidents"),
+            )
+            if f"{golden_set}.{metric}" in report
+        )
+        print(f"  version {report['version_id']} on {golden_set}: {figures}")
+    failed = any(name == "retrieval_quality_not_regressed" for name, _ in run.failed_checks)
+    print(f"  retrieval_quality_not_regressed: {'FAILED' if failed else 'passed'}")
+
+
 def print_summary(run: PipelineRun) -> None:
     width = max(len(source) for source in run.sources)
     print("\nPipeline summary")
@@ -219,21 +247,6 @@ def print_summary(run: PipelineRun) -> None:
             f" {index['documents']} documents, {index['chunks']} chunks;"
             f" serving version {serving.get('serving_version_id', '-')}"
         )
-    from rag_pipeline.lib.evaluation.kpi import format_value
-
-    report = run.metadata.get("evaluation_report", {})
-    for golden_set in report.get("golden_sets") or []:
-        figures = ", ".join(
-            f"{label} {format_value(metric, report[f'{golden_set}.{metric}'])}"
-            for label, metric in (
-                ("nDCG@10", "ndcg_at_10"),
-                ("retrieval success", "retrieval_success_rate"),
-                ("correct refusals", "refusal_accuracy"),
-                ("permission incidents", "permission_incidents"),
-            )
-            if f"{golden_set}.{metric}" in report
-        )
-        print(f"  evaluation on {golden_set}: {figures} (rag-pipeline quality: every KPI)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -287,6 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not hits:
             print("FAILED: the sample search returned nothing", file=sys.stderr)
             return 1
+    print_evaluation(run)
     return 0 if run.succeeded else 1
 
 

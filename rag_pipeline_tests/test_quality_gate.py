@@ -104,6 +104,11 @@ def test_a_regressing_candidate_is_blocked_until_overridden_with_a_reason(
     environment: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["run"]) == 0
+    # The run ends with the evaluation report's summary.
+    out = capsys.readouterr().out
+    summary = out[out.index("Evaluation report") :]
+    assert "on golden: nDCG@10 1.000" in summary and "permission incidents 0" in summary
+    assert summary.rstrip().endswith("retrieval_quality_not_regressed: passed")
     with database.connection(database_url) as conn:
         first = serving(conn)
         passed, detail = gate(conn, first)
@@ -144,19 +149,42 @@ def test_a_regressing_candidate_is_blocked_until_overridden_with_a_reason(
     # Promotion re-reads the failed gate: the CLI refuses too.
     assert main(["index", "promote", str(candidate)]) == 1
     assert "retrieval_quality_not_regressed" in capsys.readouterr().err
+    # The serving version keeps answering, from the content it was built with.
+    assert main(["search", "printer jams on A3 paper", "--user", "zed", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["doc_id"] == "notes:printer.md" and hits[0]["version_id"] == first
 
-    # The override: run config with a reason, recorded in the check and on the Dagster run.
+    # The migration is fixed and a page is added: an equal-or-better candidate passes and serves.
+    (environment / "printer.md").write_text(DOCUMENTS["printer.md"])
+    (environment / "payroll.md").write_text(DOCUMENTS["payroll.md"])
+    (environment / "parking.md").write_text(
+        "# Parking\n\nVisitors park in bay C; register the plate at reception.\n"
+    )
+    assert main(["run"]) == 0
+    with database.connection(database_url) as conn:
+        better = serving(conn)
+        assert better not in (first, candidate)
+        passed, detail = gate(conn, better)
+        assert passed and detail["sets"]["golden"]["serving_version"] == first
+        assert "override" not in detail
+
+    # A regression again, and the override: run config with a reason, recorded in the check
+    # and on the Dagster run.
+    (environment / "printer.md").write_text(DOCUMENTS["payroll.md"])
+    (environment / "payroll.md").write_text(DOCUMENTS["printer.md"])
+    assert main(["run"]) == 1
     assert main(["run", "--allow-quality-regression", "pages moved to the wiki"]) == 0
     with database.connection(database_url) as conn:
-        assert serving(conn) == candidate
-        passed, detail = gate(conn, candidate)
+        overridden = serving(conn)
+        assert overridden not in (first, candidate, better)
+        passed, detail = gate(conn, overridden)
         assert passed and detail["override"]["reason"] == "pages moved to the wiki"
         run_id = detail["override"]["run_id"]
     # The KPI table over versions: the regression is visible in the history.
     capsys.readouterr()
     assert main(["quality"]) == 0
     table = capsys.readouterr().out
-    assert f"v{first} golden" in table and f"v{candidate} golden" in table
+    assert all(f"v{v} golden" in table for v in (first, candidate, better, overridden))
     assert "| nDCG@10 |" in table and "index build success rate" in table
     with dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(run_id)

@@ -89,6 +89,13 @@ def conn(database_url: str) -> Iterator[psycopg.Connection]:
         yield connection
 
 
+@pytest.fixture()
+def version(conn: psycopg.Connection) -> int:
+    """The small corpus, built and serving."""
+    ingest(conn, DOCS)
+    return build(conn).version_id
+
+
 def evaluate(
     conn: psycopg.Connection,
     version: int,
@@ -110,9 +117,9 @@ def evaluate(
     )
 
 
-def test_a_version_is_measured_on_every_kpi(conn: psycopg.Connection, tmp_path: Path) -> None:
-    ingest(conn, DOCS)
-    version = build(conn).version_id
+def test_a_version_is_measured_on_every_kpi(
+    conn: psycopg.Connection, version: int, tmp_path: Path
+) -> None:
     golden = write_set(tmp_path / "small.jsonl", QUESTIONS)
     result = evaluate(conn, version, golden)
     metrics = result.metrics
@@ -130,9 +137,7 @@ def test_a_version_is_measured_on_every_kpi(conn: psycopg.Connection, tmp_path: 
     assert "| nDCG@10 | 1.000 |" in table and "not measured" in table
 
 
-def test_ragas_scores_the_contexts(conn: psycopg.Connection, tmp_path: Path) -> None:
-    ingest(conn, DOCS)
-    version = build(conn).version_id
+def test_ragas_scores_the_contexts(conn: psycopg.Connection, version: int, tmp_path: Path) -> None:
     golden = write_set(tmp_path / "small.jsonl", QUESTIONS[:2])
     result = quality.evaluate_set(
         conn,
@@ -151,10 +156,8 @@ def test_ragas_scores_the_contexts(conn: psycopg.Connection, tmp_path: Path) -> 
 
 
 def test_a_forbidden_document_served_is_an_incident_and_fails_the_gate(
-    conn: psycopg.Connection, tmp_path: Path
+    conn: psycopg.Connection, version: int, tmp_path: Path
 ) -> None:
-    ingest(conn, DOCS)
-    version = build(conn).version_id
     # A golden set claiming ann may not read the VPN page, which she can: the evaluator must see
     # the document served and count it (the detection a real leak would hit).
     leak = {**QUESTIONS[3], "id": "vpn-leak", "question": "VPN portal ACN-204"}
@@ -201,10 +204,8 @@ def test_regression_against_the_serving_version_fails_beyond_the_tolerance(
 
 
 def test_results_are_stored_per_version_set_and_metric_and_found_again(
-    conn: psycopg.Connection, tmp_path: Path
+    conn: psycopg.Connection, version: int, tmp_path: Path
 ) -> None:
-    ingest(conn, DOCS)
-    version = build(conn).version_id
     golden = write_set(tmp_path / "small.jsonl", QUESTIONS)
     result = evaluate(conn, version, golden)
     evaluation_id = save_evaluation(conn, result, produced_by="test")
@@ -233,7 +234,7 @@ def test_results_are_stored_per_version_set_and_metric_and_found_again(
 
 
 def test_an_llm_judge_grades_answers_only_when_configured(
-    conn: psycopg.Connection, tmp_path: Path
+    conn: psycopg.Connection, version: int, tmp_path: Path
 ) -> None:
     from rag_pipeline.lib.evaluation.judge import (
         JUDGE_PROMPT,
@@ -243,8 +244,6 @@ def test_an_llm_judge_grades_answers_only_when_configured(
     )
     from rag_pipeline_tests.test_answer import FakeChatServer
 
-    ingest(conn, DOCS)
-    version = build(conn).version_id
     golden = write_set(tmp_path / "small.jsonl", QUESTIONS)
     replies = iter(['{"faithfulness": 1, "relevancy": 0.5}', "I think it is fine.", "{}"])
     server = FakeChatServer(lambda body: next(replies, '{"faithfulness": 0, "relevancy": 0}'))
@@ -279,3 +278,85 @@ def test_an_llm_judge_grades_answers_only_when_configured(
     for bad in ("no json", '{"faithfulness": 2, "relevancy": 1}', '{"relevancy": 1}'):
         with pytest.raises(JudgeError):
             parse_scores(bad)
+
+
+def test_every_kpi_on_a_hand_checked_case() -> None:
+    from rag_pipeline.lib.evaluation.judge import JudgeScores
+
+    def ask(qid: str, relevant: list[str], **extra: object) -> GoldenQuestion:
+        return GoldenQuestion(qid, f"question {qid}", "user:ann", tuple(relevant), extra=extra)
+
+    outcomes = [
+        # Relevant at rank 1: nDCG 1, RR 1; answered in 2 sentences, both cited.
+        quality.QuestionOutcome(
+            ask("a", ["d1"]),
+            ["d1", "d2"],
+            ["d1", "d2"],
+            10.0,
+            context=(1.0, 1.0),
+            refused=False,
+            sentences=2,
+            cited_sentences=2,
+            answer_ms=100.0,
+            judged=JudgeScores(1.0, 0.5),
+        ),
+        # Relevant at rank 3: nDCG 1/log2(4) = 0.5, RR 1/3; answered, 1 of 2 sentences cited.
+        quality.QuestionOutcome(
+            ask("b", ["d3"]),
+            ["d1", "d2", "d3"],
+            ["d1", "d2", "d3"],
+            20.0,
+            context=(0.5, 0.0),
+            refused=False,
+            sentences=2,
+            cited_sentences=1,
+            answer_ms=200.0,
+            judged=JudgeScores(0.5, 1.0),
+        ),
+        # Relevant nowhere: 0 everywhere; refused although answerable.
+        quality.QuestionOutcome(
+            ask("c", ["d9"]), ["d1"], ["d1"], 30.0, refused=True, answer_ms=300.0
+        ),
+        # Must refuse: refused. Must refuse: answered, citing the forbidden document.
+        quality.QuestionOutcome(
+            ask("r1", [], expect="refusal"), ["d1"], ["d1"], 40.0, refused=True, answer_ms=5.0
+        ),
+        quality.QuestionOutcome(
+            ask("r2", [], expect="refusal", forbidden_doc_ids=["d7"]),
+            ["d7"],
+            ["d7"],
+            50.0,
+            leaked=["d7"],
+            refused=False,
+            sentences=1,
+            cited_sentences=1,
+            answer_ms=6.0,
+            judge_error="no JSON",
+        ),
+    ]
+    metrics, records = quality.aggregate(outcomes, answers=True, judged=True)
+    expected = {
+        "ndcg_at_10": (1 + 0.5 + 0) / 3,
+        "recall_at_100": 2 / 3,
+        "mrr_at_10": (1 + 1 / 3 + 0) / 3,
+        "retrieval_success_rate": 2 / 3,
+        "context_precision": 0.75,
+        "context_recall": 0.5,
+        "refusal_accuracy": 0.5,
+        "answer_rate": 2 / 3,
+        # Sentences of answers that were given: (2 + 1 + 1) cited of (2 + 2 + 1).
+        "citation_coverage": 4 / 5,
+        "answer_faithfulness": 0.75,
+        "answer_relevancy": 0.75,
+        "permission_incidents": 1,
+        "judge_failures": 1,
+        # p95 of 10..50 (inclusive quantiles): 48; of 5, 6, 100, 200, 300: 280.
+        "retrieval_p95_ms": 48.0,
+        "answer_p95_ms": 280.0,
+    }
+    assert metrics == pytest.approx(expected)
+    assert records["b"]["ndcg_at_10"] == pytest.approx(0.5)
+    assert records["r2"]["forbidden_retrieved"] == ["d7"]
+    # Without answers and without a judge, those metrics are not measured.
+    bare, _ = quality.aggregate(outcomes, answers=False, judged=False)
+    assert bare["refusal_accuracy"] is None and bare["answer_faithfulness"] is None

@@ -224,9 +224,10 @@ def evaluation_report(
             "version_id": version_id,
             "serving_version_id": serving_id if serving_id is not None else -1,
             "golden_sets": dg.MetadataValue.json([s.name for s in golden_sets]),
-            "index_build_success_rate": build_rate if build_rate is not None else -1.0,
             "report": dg.MetadataValue.md("\n".join(markdown)),
             **{key: float(value) for key, value in flat.items()},
+            # Only once a build has finished: a placeholder would be plotted as a value.
+            **({"index_build_success_rate": build_rate} if build_rate is not None else {}),
         },
         check_results=[check],
     )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+from rag_pipeline.lib.retrieval.generators import GeneratorError, chat_completion
 
 JUDGE_PROMPT = (
     "You grade answers produced by a retrieval-augmented system. Everything between <passage> "
@@ -82,18 +82,9 @@ class OpenAICompatibleJudge:
         self._timeout = timeout_seconds
 
     def judge(self, question: str, answer: str, passages: Sequence[str]) -> JudgeScores:
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        body = {
-            "model": self.model,
-            "messages": judge_messages(question, answer, passages),
-            "temperature": 0,
-        }
+        messages = judge_messages(question, answer, passages)
         try:
-            response = httpx.post(self.url, json=body, headers=headers, timeout=self._timeout)
-            response.raise_for_status()
-            content = response.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
-            raise JudgeError(f"{type(error).__name__} from {self.url}") from error
-        if not isinstance(content, str):
-            raise JudgeError(f"no text content in the reply of {self.url}")
+            content = chat_completion(self.url, self.model, self._api_key, messages, self._timeout)
+        except GeneratorError as error:
+            raise JudgeError(str(error)) from error
         return parse_scores(content)

@@ -34,7 +34,7 @@ import psycopg
 from rag_pipeline.lib.catalog import UserAccess
 from rag_pipeline.lib.embedding import Embedder
 from rag_pipeline.lib.evaluation.golden import GoldenQuestion, read_golden_set
-from rag_pipeline.lib.evaluation.judge import AnswerJudge, JudgeError
+from rag_pipeline.lib.evaluation.judge import AnswerJudge, JudgeError, JudgeScores
 from rag_pipeline.lib.evaluation.metrics import document_ranking, evaluate, rank_scores
 from rag_pipeline.lib.retrieval.answer import EvidencePolicy, answer
 from rag_pipeline.lib.retrieval.generators import Generator
@@ -188,6 +188,92 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(statistics.fmean(values)) if values else None
 
 
+@dataclass
+class QuestionOutcome:
+    """What happened to one golden question; `aggregate` turns a list of them into metrics."""
+
+    question: GoldenQuestion
+    # Documents in the order of their best chunk, and those of the first SUCCESS_DEPTH chunks.
+    ranking: list[str]
+    first_doc_ids: list[str]
+    retrieval_ms: float
+    mode_used: str = ""
+    # (context precision, context recall), when the question has reference passages.
+    context: tuple[float, float] | None = None
+    # Forbidden documents that were retrieved or cited.
+    leaked: list[str] = field(default_factory=list)
+    # Answers (the default configuration only): None when no answer was asked for.
+    refused: bool | None = None
+    sentences: int = 0
+    cited_sentences: int = 0
+    cited_doc_ids: list[str] = field(default_factory=list)
+    answer_ms: float | None = None
+    judged: JudgeScores | None = None
+    judge_error: str | None = None
+
+    @property
+    def expects_refusal(self) -> bool:
+        return self.question.extra.get("expect") == "refusal" or not self.question.relevant_doc_ids
+
+
+def aggregate(
+    outcomes: Sequence[QuestionOutcome], *, answers: bool, judged: bool
+) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+    """Metrics of a set (see METRICS) and a record per question, from the outcomes alone."""
+    metrics: dict[str, float | None] = dict.fromkeys(METRICS)
+    records: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        record: dict[str, Any] = {"top_10": outcome.ranking[:10], "mode_used": outcome.mode_used}
+        if outcome.context is not None:
+            record.update(context_precision=outcome.context[0], context_recall=outcome.context[1])
+        if outcome.refused is not None:
+            record.update(refused=outcome.refused, cited_doc_ids=outcome.cited_doc_ids)
+        if outcome.judged is not None:
+            record.update(
+                faithfulness=outcome.judged.faithfulness, relevancy=outcome.judged.relevancy
+            )
+        if outcome.judge_error:
+            record["judge_error"] = outcome.judge_error
+        if outcome.leaked:
+            record["forbidden_retrieved"] = outcome.leaked
+        records[outcome.question.id] = record
+    answerable = [o for o in outcomes if o.question.relevant_doc_ids]
+    if answerable:
+        evaluation = evaluate(
+            {o.question.id: o.question.judgments() for o in answerable},
+            {o.question.id: rank_scores(o.ranking) for o in answerable},
+        )
+        metrics.update(evaluation.aggregate)
+        for qid, scores in evaluation.per_query.items():
+            records[qid].update({k: round(v, 6) for k, v in scores.items()})
+    metrics["retrieval_success_rate"] = _mean(
+        [float(bool(set(o.first_doc_ids) & set(o.question.relevant_doc_ids))) for o in answerable]
+    )
+    contexts = [o.context for o in outcomes if o.context is not None]
+    metrics["context_precision"] = _mean([c[0] for c in contexts])
+    metrics["context_recall"] = _mean([c[1] for c in contexts])
+    metrics["permission_incidents"] = float(sum(1 for o in outcomes if o.leaked))
+    metrics["retrieval_p95_ms"] = _p95([o.retrieval_ms for o in outcomes])
+    if answers:
+        asked = [o for o in outcomes if o.refused is not None]
+        metrics["refusal_accuracy"] = _mean(
+            [float(bool(o.refused)) for o in asked if o.expects_refusal]
+        )
+        metrics["answer_rate"] = _mean(
+            [float(not o.refused) for o in asked if not o.expects_refusal]
+        )
+        sentences = sum(o.sentences for o in asked if not o.refused)
+        cited = sum(o.cited_sentences for o in asked if not o.refused)
+        metrics["citation_coverage"] = cited / sentences if sentences else None
+        metrics["answer_p95_ms"] = _p95([o.answer_ms for o in asked if o.answer_ms is not None])
+        if judged:
+            grades = [o.judged for o in asked if o.judged is not None]
+            metrics["answer_faithfulness"] = _mean([g.faithfulness for g in grades])
+            metrics["answer_relevancy"] = _mean([g.relevancy for g in grades])
+            metrics["judge_failures"] = float(sum(1 for o in asked if o.judge_error))
+    return metrics, records
+
+
 def evaluate_set(
     conn: psycopg.Connection,
     version_id: int,
@@ -207,119 +293,65 @@ def evaluate_set(
     With a `judge` (an LLM endpoint is configured), every answer that is not a refusal is also
     graded for faithfulness to its cited passages and relevancy to the question."""
     options = dataclasses.replace(configuration.options, limit=IR_DEPTH)
-    rankings: dict[str, list[str]] = {}
-    per_question: dict[str, dict[str, Any]] = {}
-    retrieval_ms: list[float] = []
-    answer_ms: list[float] = []
-    successes: list[float] = []
-    precisions: list[float] = []
-    recalls: list[float] = []
-    refusals_right: list[float] = []
-    answered: list[float] = []
-    cited_sentences = total_sentences = 0
-    incidents = judge_failures = 0
-    faithfulness: list[float] = []
-    relevancy: list[float] = []
+    outcomes = []
     for question in golden_set.questions:
         access = access_for(question)
         started = time.perf_counter()
         result = retrieve(conn, access, question.question, options, embedder, version_id)
-        retrieval_ms.append((time.perf_counter() - started) * 1000)
         hits = result.hits
-        ranking = document_ranking(hit.doc_id for hit in hits)
         forbidden = set(question.extra.get("forbidden_doc_ids") or [])
-        leaked = sorted(forbidden & {hit.doc_id for hit in hits})
-        record: dict[str, Any] = {"top_10": ranking[:10], "mode_used": result.mode_used}
-        if question.relevant_doc_ids:
-            rankings[question.id] = ranking
-            relevant = set(question.relevant_doc_ids)
-            first = [hit.doc_id for hit in hits[:SUCCESS_DEPTH]]
-            successes.append(float(any(doc_id in relevant for doc_id in first)))
-            references = reference_chunks(
+        outcome = QuestionOutcome(
+            question=question,
+            ranking=document_ranking(hit.doc_id for hit in hits),
+            first_doc_ids=[hit.doc_id for hit in hits[:SUCCESS_DEPTH]],
+            retrieval_ms=(time.perf_counter() - started) * 1000,
+            mode_used=result.mode_used,
+            leaked=sorted(forbidden & {hit.doc_id for hit in hits}),
+        )
+        references = (
+            reference_chunks(
                 conn,
                 version_id,
                 access,
                 question.relevant_doc_ids,
                 question.extra.get("reference_contexts") or [],
             )
-            if references:
-                precision, recall = context_scorer(
-                    [hit.text for hit in hits[:SUCCESS_DEPTH]], references
-                )
-                precisions.append(precision)
-                recalls.append(recall)
-                record.update(context_precision=precision, context_recall=recall)
+            if question.relevant_doc_ids
+            else []
+        )
+        if references:
+            outcome.context = context_scorer([hit.text for hit in hits[:SUCCESS_DEPTH]], references)
         if configuration.answers:
-            answer_options = configuration.options
             started = time.perf_counter()
             built = answer(
                 conn,
                 access,
                 question.question,
-                answer_options,
+                configuration.options,
                 embedder,
                 generator=generator,
                 version_id=version_id,
                 policy=policy,
                 channel="evaluation",
             )
-            answer_ms.append((time.perf_counter() - started) * 1000)
+            outcome.answer_ms = (time.perf_counter() - started) * 1000
             cited_docs = {citation.doc_id for citation in built.citations}
-            leaked = sorted(set(leaked) | (forbidden & cited_docs))
-            expects_refusal = question.extra.get("expect") == "refusal" or (
-                not question.relevant_doc_ids
-            )
-            if expects_refusal:
-                refusals_right.append(float(built.refused))
-            else:
-                answered.append(float(not built.refused))
-            if not built.refused:
-                total_sentences += len(built.sentences)
-                cited_sentences += sum(1 for sentence in built.sentences if sentence.citations)
-            record.update(refused=built.refused, cited_doc_ids=sorted(cited_docs))
+            outcome.leaked = sorted(set(outcome.leaked) | (forbidden & cited_docs))
+            outcome.refused = built.refused
+            outcome.cited_doc_ids = sorted(cited_docs)
+            outcome.sentences = len(built.sentences)
+            outcome.cited_sentences = sum(1 for sentence in built.sentences if sentence.citations)
             if judge is not None and not built.refused:
                 cited = {citation.chunk_id for citation in built.citations}
                 passages = [hit.text for hit in built.retrieval.hits if hit.chunk_id in cited]
                 try:
-                    graded = judge.judge(question.question, built.text, passages)
+                    outcome.judged = judge.judge(question.question, built.text, passages)
                 except JudgeError as error:
-                    judge_failures += 1
-                    record["judge_error"] = str(error)[:200]
-                else:
-                    faithfulness.append(graded.faithfulness)
-                    relevancy.append(graded.relevancy)
-                    record.update(faithfulness=graded.faithfulness, relevancy=graded.relevancy)
-        if leaked:
-            incidents += 1
-            record["forbidden_retrieved"] = leaked
-        per_question[question.id] = record
-
-    metrics: dict[str, float | None] = dict.fromkeys(METRICS)
-    judged = [q for q in golden_set.questions if q.relevant_doc_ids]
-    if judged:
-        evaluation = evaluate(
-            {q.id: q.judgments() for q in judged},
-            {qid: rank_scores(docs) for qid, docs in rankings.items()},
-        )
-        metrics.update(evaluation.aggregate)
-        for qid, scores in evaluation.per_query.items():
-            per_question[qid].update({k: round(v, 6) for k, v in scores.items()})
-    metrics["retrieval_success_rate"] = _mean(successes)
-    metrics["context_precision"] = _mean(precisions)
-    metrics["context_recall"] = _mean(recalls)
-    metrics["permission_incidents"] = float(incidents)
-    metrics["retrieval_p95_ms"] = _p95(retrieval_ms)
-    if configuration.answers:
-        metrics["refusal_accuracy"] = _mean(refusals_right)
-        metrics["answer_rate"] = _mean(answered)
-        metrics["citation_coverage"] = (
-            cited_sentences / total_sentences if total_sentences else None
-        )
-        metrics["answer_p95_ms"] = _p95(answer_ms)
-        if judge is not None:
-            metrics["answer_faithfulness"] = _mean(faithfulness)
-            metrics["answer_relevancy"] = _mean(relevancy)
-            metrics["judge_failures"] = float(judge_failures)
+                    outcome.judge_error = str(error)[:200]
+        outcomes.append(outcome)
+    metrics, per_question = aggregate(
+        outcomes, answers=configuration.answers, judged=judge is not None
+    )
     return SetEvaluation(
         version_id=version_id,
         golden_set=golden_set.name,

@@ -322,6 +322,24 @@ def parse_cited_answer(content: str, passage_count: int) -> Draft:
     return Draft(tuple(sentences))
 
 
+def chat_completion(
+    url: str, model: str, api_key: str, messages: list[dict[str, str]], timeout_seconds: float
+) -> str:
+    """The text of one `POST {url}` chat completion (temperature 0) on an OpenAI-compatible
+    server; `GeneratorError` naming the URL, never the response body (it may echo passages)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body = {"model": model, "messages": messages, "temperature": 0}
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=timeout_seconds)
+        response.raise_for_status()
+        content = response.json()["choices"][0]["message"]["content"]
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise GeneratorError(f"{type(error).__name__} from {url}") from error
+    if not isinstance(content, str):
+        raise GeneratorError(f"no text content in the reply of {url}")
+    return content
+
+
 class OpenAICompatibleGenerator:
     """`POST {url}/chat/completions` on any OpenAI-compatible server (temperature 0)."""
 
@@ -339,19 +357,6 @@ class OpenAICompatibleGenerator:
     def generate(
         self, question: str, question_terms: frozenset[str], passages: Sequence[Passage]
     ) -> Draft:
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        body = {
-            "model": self.model,
-            "messages": build_messages(question, passages),
-            "temperature": 0,
-        }
-        try:
-            response = httpx.post(self.url, json=body, headers=headers, timeout=self._timeout)
-            response.raise_for_status()
-            content = response.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
-            # Never the response body: it may echo the passages.
-            raise GeneratorError(f"{type(error).__name__} from {self.url}") from error
-        if not isinstance(content, str):
-            raise GeneratorError(f"no text content in the reply of {self.url}")
+        messages = build_messages(question, passages)
+        content = chat_completion(self.url, self.model, self._api_key, messages, self._timeout)
         return parse_cited_answer(content, len(passages))
