@@ -107,11 +107,14 @@ def print_hits(query: str, user: str, hits: Sequence[object]) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from rag_pipeline.lib.retrieval import retrieve
+    from rag_pipeline.lib.retrieval.pipeline import check_query
     from rag_pipeline.lib.retrieval.query_log import log_query
 
     settings = current_settings()
     access = _reader(settings, args.user, args.directory)
     options = _retrieval_options(settings, args)
+    # Before the model loads (seconds): an over-long or empty query is refused at once.
+    check_query(args.query, options.max_query_chars)
     embedder = _embedder_for(settings, options)
     with database.connection(_database_url(settings)) as conn:
         result = retrieve(conn, access, args.query, options, embedder, args.index_version)
@@ -141,10 +144,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_answer(args: argparse.Namespace) -> int:
     """A cited answer, or the refusal; exit 0 either way (a refusal is an answer)."""
     from rag_pipeline.lib.retrieval.answer import answer, generator_from_settings
+    from rag_pipeline.lib.retrieval.pipeline import check_query
 
     settings = current_settings()
     access = _reader(settings, args.user, args.directory)
     options = _retrieval_options(settings, args)
+    check_query(args.question, options.max_query_chars)
     embedder = _embedder_for(settings, options)
     with database.connection(_database_url(settings)) as conn:
         result = answer(

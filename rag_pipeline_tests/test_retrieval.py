@@ -564,3 +564,15 @@ def test_cli_reranker_setting_and_switch(
     monkeypatch.setenv("RAG_RERANKER", str(tiny_cross_encoder / "missing"))
     assert cli.main(["search", "backup", "--user", "ann"]) == 1
     assert "nothing is downloaded" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_long_query_before_loading_the_model(
+    cli_env: psycopg.Connection, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[object] = []
+    monkeypatch.setattr(cli, "_embedder", lambda settings: loaded.append(settings))
+    monkeypatch.setenv("RAG_MAX_QUERY_CHARS", "10")
+    for command in (["search", "x" * 50, "--user", "ann"], ["answer", "x" * 50, "--user", "ann"]):
+        assert cli.main(command) == 1
+        assert "RAG_MAX_QUERY_CHARS" in capsys.readouterr().err
+    assert loaded == []
