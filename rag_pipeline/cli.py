@@ -105,17 +105,25 @@ def print_hits(query: str, user: str, hits: Sequence[object]) -> None:
         print(f"   {snippet[:220]}{'…' if len(snippet) > 220 else ''}")
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from rag_pipeline.lib.retrieval import retrieve
+def _query_setup(
+    args: argparse.Namespace, query: str
+) -> tuple[Settings, UserAccess, RetrievalOptions, Embedder | None]:
+    """Settings, reader, options and embedder of `search` and `answer`, in that order."""
     from rag_pipeline.lib.retrieval.pipeline import check_query
-    from rag_pipeline.lib.retrieval.query_log import log_query
 
     settings = current_settings()
     access = _reader(settings, args.user, args.directory)
     options = _retrieval_options(settings, args)
     # Before the model loads (seconds): an over-long or empty query is refused at once.
-    check_query(args.query, options.max_query_chars)
-    embedder = _embedder_for(settings, options)
+    check_query(query, options.max_query_chars)
+    return settings, access, options, _embedder_for(settings, options)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rag_pipeline.lib.retrieval import retrieve
+    from rag_pipeline.lib.retrieval.query_log import log_query
+
+    settings, access, options, embedder = _query_setup(args, args.query)
     with database.connection(_database_url(settings)) as conn:
         result = retrieve(conn, access, args.query, options, embedder, args.index_version)
         log_query(conn, access, args.query, result, kind="search", channel="cli")
@@ -144,13 +152,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_answer(args: argparse.Namespace) -> int:
     """A cited answer, or the refusal; exit 0 either way (a refusal is an answer)."""
     from rag_pipeline.lib.retrieval.answer import answer, generator_from_settings
-    from rag_pipeline.lib.retrieval.pipeline import check_query
 
-    settings = current_settings()
-    access = _reader(settings, args.user, args.directory)
-    options = _retrieval_options(settings, args)
-    check_query(args.question, options.max_query_chars)
-    embedder = _embedder_for(settings, options)
+    settings, access, options, embedder = _query_setup(args, args.question)
     with database.connection(_database_url(settings)) as conn:
         result = answer(
             conn,

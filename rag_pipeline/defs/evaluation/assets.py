@@ -82,7 +82,8 @@ def evaluation_report(
     version_id = latest_candidate_version(context)
     golden_sets = [quality.load_golden_set(path) for path in evaluation.golden_sets]
     access_for = AccessResolver(evaluation.directory_file)
-    model = embedder.embedder()
+    # Loading the model takes seconds: only when there is something to ask.
+    model = embedder.embedder() if golden_sets else None
     configurations = quality.configurations(settings.retrieval_options())
     generator = generator_from_settings(settings)
     policy = policy_from_settings(settings)
@@ -99,6 +100,7 @@ def evaluation_report(
         golden_set: quality.GoldenSet,
         configuration: quality.Configuration,
     ) -> quality.SetEvaluation:
+        assert model is not None
         found = find_evaluation(
             conn,
             version,

@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from rag_pipeline.lib.catalog import ConfigurationError
-from rag_pipeline.lib.evaluation.golden import GoldenQuestion, write_golden_set
+from rag_pipeline.lib.evaluation.golden import GoldenQuestion, json_lines, write_golden_set
 
 DOCUMENT_SUFFIX = ".md"
 IMPORT_MANIFEST = "beir_import.json"
@@ -124,18 +124,10 @@ def _required(path: Path) -> Path:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, object]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise BeirFormatError(f"{where}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict) or "_id" not in record:
-                raise BeirFormatError(f"{where}: expected an object with '_id'")
-            yield where, record
+    for where, record in json_lines(path, BeirFormatError):
+        if not isinstance(record, dict) or "_id" not in record:
+            raise BeirFormatError(f"{where}: expected an object with '_id'")
+        yield where, record
 
 
 def iter_corpus(path: Path) -> Iterator[BeirDocument]:

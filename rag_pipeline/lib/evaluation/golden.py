@@ -102,24 +102,30 @@ def parse_golden_question(record: Any, where: str) -> GoldenQuestion:
     )
 
 
-def iter_golden_set(path: Path | str) -> Iterator[GoldenQuestion]:
-    """The questions of a golden-set file, in file order; blank lines are skipped."""
-    path = Path(path)
-    seen: set[str] = set()
+def json_lines(
+    path: Path, error: type[ConfigurationError] = ConfigurationError
+) -> Iterator[tuple[str, Any]]:
+    """(`file:line`, parsed value) for each non-blank line; `error` names the line otherwise."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigurationError(f"{where}: not JSON ({error.msg})") from None
-            question = parse_golden_question(record, where)
-            if question.id in seen:
-                raise ConfigurationError(f"{where}: duplicate id {question.id!r}")
-            seen.add(question.id)
-            yield question
+                yield where, json.loads(line)
+            except json.JSONDecodeError as problem:
+                raise error(f"{where}: not JSON ({problem.msg})") from None
+
+
+def iter_golden_set(path: Path | str) -> Iterator[GoldenQuestion]:
+    """The questions of a golden-set file, in file order; blank lines are skipped."""
+    seen: set[str] = set()
+    for where, record in json_lines(Path(path)):
+        question = parse_golden_question(record, where)
+        if question.id in seen:
+            raise ConfigurationError(f"{where}: duplicate id {question.id!r}")
+        seen.add(question.id)
+        yield question
 
 
 def read_golden_set(path: Path | str) -> list[GoldenQuestion]:
