@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--depth", type=int, default=0, help="chunks retrieved per query")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
+    parser.add_argument(
+        "--safety-only",
+        action="store_true",
+        help="only the safety detectors (benchmarks/eval_safety.py), merged into eval.json",
+    )
     args = parser.parse_args(argv)
     docs = str(args.docs).strip()
     if docs:
@@ -240,8 +245,30 @@ def version_details(database_url: str, version_id: int | None) -> dict[str, Any]
     return dict(zip(keys, row, strict=True))
 
 
+def merge_safety_report(out: Path) -> None:
+    """The safety detectors' figures on ../shared/safety, as `safety.*` keys of eval.json and a
+    section of eval.md (benchmarks/eval_safety.py); skipped with a note when the data is absent."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # imported from elsewhere than `python benchmarks/eval.py`
+        sys.path.insert(0, here)
+    from eval_safety import DEFAULT_DATA, write_reports
+
+    from rag_pipeline.lib.safety.evaluation import SafetyDataError
+
+    data = Path(os.environ.get("EVAL_SAFETY_DIR") or DEFAULT_DATA)
+    try:
+        write_reports(data, out, out / "eval.json")
+    except SafetyDataError as error:
+        log(f"safety evaluation skipped: {error}")
+        return
+    log(f"safety figures merged into {out / 'eval.json'} (safety.*) and {out / 'eval.md'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.safety_only:
+        merge_safety_report(args.out)
+        return 0
     from rag_pipeline.lib import database
     from rag_pipeline.lib.embedding import load_embedder
     from rag_pipeline.lib.evaluation import beir, harness, references
@@ -442,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     (args.out / "eval.md").write_text(markdown, encoding="utf-8")
     print(markdown)
+    merge_safety_report(args.out)
     return 0
 
 

@@ -18,6 +18,7 @@ from rag_pipeline.settings import Settings, current_settings
 
 if TYPE_CHECKING:
     from rag_pipeline.lib.embedding import Embedder, SentenceTransformerEmbedder
+    from rag_pipeline.lib.erasure import ConnectionFactory
     from rag_pipeline.lib.retrieval import RetrievalOptions
     from rag_pipeline.runner import PipelineRun
 
@@ -164,6 +165,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
             generator_from_settings(settings),
             args.index_version,
             channel="cli",
+            include_flagged=args.include_flagged,
         )
     if result.retrieval.fallback_reason:
         print(
@@ -196,6 +198,7 @@ SUMMARY_COLUMNS = [
     ("deleted", "source_documents", "documents_deleted"),
     ("quarantined", "source_documents", "documents_quarantined"),
     ("parsed", "parsed_documents", "documents_parsed"),
+    ("redacted", "redacted_documents", "documents_redacted"),
     ("chunks written", "chunks", "chunks_written"),
     ("texts embedded", "chunk_embeddings", "texts_embedded"),
 ]
@@ -365,7 +368,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             switched = index_versions.promote(
                 conn,
                 args.version,
-                actor="cli",
+                actor=cli_actor(),
                 required_checks=PROMOTION_CHECKS,
                 reason=args.reason,
             )
@@ -375,7 +378,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             report = index_versions.garbage_collect(conn, keep)
             print(json.dumps(asdict(report), indent=2))
         elif args.action == "rollback":
-            previous = index_versions.rollback(conn, actor="cli", reason=args.reason)
+            previous = index_versions.rollback(conn, actor=cli_actor(), reason=args.reason)
             print(f"rolled back: version {previous} is serving")
     return 0
 
@@ -494,6 +497,223 @@ def cmd_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cli_actor() -> str:
+    """Who switched the index from a shell, for the audit trail: `cli:<OS user>`."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli:unknown-os-user"
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [
+        max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)
+    ]
+    for row in (headers, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Per source: the freshness target, measured lag, pending changes, last scan, breaches."""
+    import dagster as dg
+
+    from rag_pipeline.defs.freshness.sensors import (
+        FRESHNESS_HEADERS,
+        freshness_rows,
+        last_successful_scans,
+    )
+    from rag_pipeline.lib.catalog import load_sources
+    from rag_pipeline.lib.freshness import parse_duration
+    from rag_pipeline.lib.freshness_store import database_now, list_breaches, measure
+    from rag_pipeline.runner import prepare_dagster_home
+
+    settings = current_settings()
+    window = parse_duration(args.window, "--window")
+    targets = {source.name: source.freshness for source in load_sources(settings.sources_file)}
+    prepare_dagster_home(settings.data_dir)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            scans = last_successful_scans(instance, sorted(targets))
+    except Exception as error:
+        # The scan times live in Dagster's storage; the lag does not need them.
+        print(f"warning: last scan times unknown (Dagster storage: {error})", file=sys.stderr)
+        scans = {}
+    with database.connection(_database_url(settings)) as conn:
+        states = measure(conn, targets, now=database_now(conn), window=window, last_scans=scans)
+        open_breaches = {b.source: b for b in list_breaches(conn, open_only=True)}
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        **state.as_dict(),
+                        "pending_doc_ids": state.pending_doc_ids,
+                        **(
+                            {"open_breach": open_breaches[state.source].as_dict()}
+                            if state.source in open_breaches
+                            else {}
+                        ),
+                    }
+                    for state in states
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    _print_table(
+        (*FRESHNESS_HEADERS, "breach recorded"),
+        [
+            (
+                *row,
+                f"since {open_breaches[state.source].detected_at:%Y-%m-%d %H:%M:%S}"
+                if state.source in open_breaches
+                else "-",
+            )
+            for row, state in zip(freshness_rows(states), states, strict=True)
+        ],
+    )
+    print(
+        "\nlag: from the scan that detected a change to the first serving version holding it; "
+        f"max lag over the last {args.window}. Breaches are recorded by freshness_sla_sensor "
+        "(the Dagster daemon runs it)."
+    )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Promotions and rollbacks (who, why, versions, gates), overrides and erasures."""
+    from rag_pipeline.lib.audit import KINDS, audit_trail
+
+    settings = current_settings()
+    kinds = args.kind or list(KINDS)
+    with database.connection(_database_url(settings)) as conn:
+        entries = audit_trail(conn, limit=args.limit, kinds=kinds)
+    if args.json:
+        print(json.dumps([entry.as_dict() for entry in entries], indent=2))
+        return 0
+    if not entries:
+        print("no promotion, rollback, override or erasure recorded yet")
+        return 0
+    for entry in entries:
+        if entry.kind in ("promotion", "rollback"):
+            before = f"v{entry.from_version}" if entry.from_version is not None else "(none)"
+            what = f"{entry.kind} {before} -> v{entry.to_version}"
+            extra = f"gates: {entry.gates_summary}"
+        elif entry.kind == "override":
+            what = f"override of {entry.detail.get('check_name')} on v{entry.to_version}"
+            extra = ", ".join(entry.detail.get("failures_overridden") or [])
+        else:
+            what = f"erasure of {entry.detail.get('doc_id')}"
+            extra = json.dumps(entry.detail.get("rows_removed", {}), sort_keys=True)
+        print(f"{entry.at:%Y-%m-%d %H:%M:%S}  {what}  by {entry.actor}")
+        print(f"    why: {entry.reason or '(no reason given)'}")
+        if extra:
+            print(f"    {extra}")
+    return 0
+
+
+def _dagster_connection_factory(settings: Settings) -> tuple[ConnectionFactory | None, str]:
+    """A factory of connections to Dagster's storage database, or None and why not."""
+    import contextlib
+    from collections.abc import Iterator
+
+    import psycopg
+
+    url = settings.dagster_pg_url
+    if not url and not settings.database_url:
+        url = database.embedded_dagster_storage_url(settings.data_dir)
+    if not url:
+        return None, "RAG_DAGSTER_PG_URL is not set: Dagster's event log was not scrubbed"
+    plain = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+    @contextlib.contextmanager
+    def factory() -> Iterator[psycopg.Connection]:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            yield conn
+
+    return factory, ""
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Right to erasure: erase, verify again, or lift (rag_pipeline/lib/erasure.py)."""
+    from rag_pipeline.lib import erasure
+
+    settings = current_settings()
+    requested_by = args.requested_by or os.environ.get("USER") or "cli"
+    with database.connection(_database_url(settings)) as conn:
+        if args.lift:
+            erasure.lift_erasure(conn, args.lift, requested_by, args.reason or "")
+            print(f"erasure of {args.lift} lifted: the next scan of its source ingests it again")
+            return 0
+        dagster, note = _dagster_connection_factory(settings)
+        if args.verify:
+            if not args.text_file:
+                raise erasure.ErasureError("--verify needs --text-file (the erased text)")
+            text = Path(args.text_file).read_text(encoding="utf-8", errors="replace")
+            report = erasure.reverify(conn, args.verify, text, dagster, note)
+        else:
+            targets = erasure.resolve_targets(conn, args.doc or (), args.owner)
+            report = erasure.erase_documents(
+                conn,
+                targets,
+                args.reason or "",
+                requested_by,
+                dry_run=args.dry_run,
+                dagster=dagster,
+                dagster_note=note,
+            )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        verb = "would erase" if report.dry_run else "erased"
+        for document in report.documents:
+            removed = sum(document.rows_removed.values())
+            print(f"{verb} {document.doc_id}: {removed} rows ({document.fragments} fragments)")
+            for table, rows in document.rows_removed.items():
+                print(f"    {table}: {rows}")
+        if report.versions_updated:
+            versions = ", ".join(map(str, report.versions_updated))
+            print(f"index versions rewritten (memberships, counts, BM25 statistics): {versions}")
+        if report.dagster is not None:
+            rewritten = sum(report.dagster.values())
+            print(
+                f"Dagster event log: {rewritten} values rewritten (a separate, idempotent step; "
+                "re-run it with `rag-pipeline erase --verify DOC --text-file FILE`)"
+            )
+    if report.dagster_note:
+        print(f"warning: {report.dagster_note}", file=sys.stderr)
+    if report.dry_run:
+        return 0
+    if report.hits:
+        for hit in report.hits:
+            print(
+                f"error: text of the erased document still found in {hit.database}: "
+                f"{hit.table}.{hit.column} ({hit.rows} rows)",
+                file=sys.stderr,
+            )
+        return 1
+    if not report.clean:
+        return 1
+    if not args.json:
+        print(f"verified: no trace in any table of either database ({report.fragments} fragments)")
+    return 0
+
+
+def cmd_safety(args: argparse.Namespace) -> int:
+    """`safety scan`: PII/secret spans and the injection verdict per JSON line; exit 2 on a
+    malformed line (named), before any output is written."""
+    from rag_pipeline.lib.safety.scan import ScanInputError, run_scan
+
+    try:
+        run_scan(Path(args.file), Path(args.output) if args.output else None, sys.stdout)
+    except ScanInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag-pipeline", description=__doc__)
     parser.add_argument(
@@ -552,6 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument(
         "--no-rerank", action="store_true", help="skip the reranker configured in $RAG_RERANKER"
     )
+    answer.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="also answer from chunks flagged as prompt injections at ingest (off by default)",
+    )
     answer.set_defaults(handler=cmd_answer)
 
     lineage = commands.add_parser(
@@ -596,6 +821,28 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--json", action="store_true")
     quality.set_defaults(handler=cmd_quality)
 
+    status = commands.add_parser(
+        "status", help="freshness per source: target, measured lag, pending changes, breaches"
+    )
+    status.add_argument(
+        "--window", default="7d", help="window of the max lag (default 7d; e.g. 24h, 90m)"
+    )
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    audit = commands.add_parser(
+        "audit", help="audit trail: promotions, rollbacks, quality-gate overrides, erasures"
+    )
+    audit.add_argument("--limit", type=positive_int, default=20, help="newest N entries (20)")
+    audit.add_argument(
+        "--kind",
+        action="append",
+        choices=["promotion", "rollback", "override", "erasure"],
+        help="only this kind (repeatable)",
+    )
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(handler=cmd_audit)
+
     beir = commands.add_parser(
         "import-beir",
         help="write a BEIR dataset as a filesystem source plus a golden set (for evaluation)",
@@ -635,6 +882,30 @@ def build_parser() -> argparse.ArgumentParser:
     api_key_revoke = api_key_actions.add_parser("revoke", help="revoke a key at once")
     api_key_revoke.add_argument("key_id", type=positive_int)
     api_key.set_defaults(handler=cmd_api_key)
+
+    safety = commands.add_parser("safety", help="offline PII/secret and prompt-injection detectors")
+    safety_actions = safety.add_subparsers(dest="action", required=True)
+    safety_scan = safety_actions.add_parser(
+        "scan", help="scan a JSON Lines file (field `text`): one result line per input line"
+    )
+    safety_scan.add_argument("file", help="JSON Lines input, one object with a `text` per line")
+    safety_scan.add_argument("--output", help="write here instead of stdout")
+    safety.set_defaults(handler=cmd_safety)
+
+    erase = commands.add_parser(
+        "erase", help="right to erasure: remove a document's text everywhere, keep a tombstone"
+    )
+    target = erase.add_mutually_exclusive_group(required=True)
+    target.add_argument("--doc", action="append", help="document id to erase (repeatable)")
+    target.add_argument("--owner", help="erase every document of this owner (e.g. user:alice)")
+    target.add_argument("--verify", metavar="DOC", help="scrub Dagster and scan again")
+    target.add_argument("--lift", metavar="DOC", help="let the source scan ingest DOC again")
+    erase.add_argument("--reason", help="why (kept in the tombstone); required")
+    erase.add_argument("--requested-by", help="who asked (default: $USER)")
+    erase.add_argument("--text-file", help="with --verify: the erased text to look for")
+    erase.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    erase.add_argument("--json", action="store_true")
+    erase.set_defaults(handler=cmd_erase)
     return parser
 
 

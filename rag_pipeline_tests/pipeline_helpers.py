@@ -12,19 +12,21 @@ from rag_pipeline.defs.connectors.assets import source_documents
 from rag_pipeline.defs.embeddings.assets import chunk_embeddings
 from rag_pipeline.defs.evaluation.assets import evaluation_report
 from rag_pipeline.defs.indexes.assets import active_index, vector_index
-from rag_pipeline.defs.indexes.checks import index_version_gates
+from rag_pipeline.defs.indexes.checks import canary_leak_check, index_version_gates
 from rag_pipeline.defs.indexes.chunk_checks import chunk_expectations_check
 from rag_pipeline.defs.parsing.assets import parsed_documents
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
+from rag_pipeline.defs.redaction.assets import redacted_documents
 from rag_pipeline.lib.catalog import load_sources
 from rag_pipeline.runner import materialization_metadata
 
-SOURCE_STAGES = [source_documents, parsed_documents, chunks, chunk_embeddings]
+SOURCE_STAGES = [source_documents, parsed_documents, redacted_documents, chunks, chunk_embeddings]
 # The whole index graph: promotion requires every check of `PROMOTION_CHECKS` to have run.
 INDEX_STAGES = [
     vector_index,
     index_version_gates,
     chunk_expectations_check,
+    canary_leak_check,
     evaluation_report,
     active_index,
 ]

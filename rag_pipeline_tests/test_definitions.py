@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = [
     "source_documents",
     "parsed_documents",
+    "redacted_documents",
     "chunks",
     "chunk_embeddings",
     "vector_index",
@@ -41,7 +42,7 @@ def test_asset_graph_has_one_asset_per_stage_in_lineage_order() -> None:
         # The serving pointer waits for the candidate and for its evaluation report.
         expected = {"vector_index", upstream} if downstream == "active_index" else {upstream}
         assert parents == expected, downstream
-    for stage in STAGES[:4]:
+    for stage in STAGES[:5]:
         assert graph.get(dg.AssetKey(stage)).partitions_def == SOURCE_PARTITIONS
     for stage in STAGES:
         assert graph.get(dg.AssetKey(stage)).description, f"{stage} needs a docstring"
@@ -69,7 +70,7 @@ def test_jobs_schedules_and_sensors_are_registered() -> None:
         "gc_index_job",
     } <= jobs
     assert {s.name for s in defs.schedules} == {"daily_reindex_schedule", "gc_index_job_schedule"}
-    assert {s.name for s in defs.sensors} == {"source_catalog_sensor"}
+    assert {s.name for s in defs.sensors} == {"source_catalog_sensor", "freshness_sla_sensor"}
 
 
 def test_source_sensor_registers_partitions_and_requests_changed_sources(

@@ -58,6 +58,10 @@ class Hit(BaseModel):
     version_id: int
     scores: dict[str, float] = Field(description="every stage's score for this chunk")
     ranks: dict[str, int] = Field(description="every stage's 1-based rank for this chunk")
+    injection: bool = Field(
+        False,
+        description="flagged as a prompt injection at ingest: answers leave it out by default",
+    )
 
 
 class Retrieval(BaseModel):

@@ -9,14 +9,15 @@ from rag_pipeline.defs.evaluation.assets import evaluation_report
 from rag_pipeline.defs.indexes.assets import active_index, vector_index
 from rag_pipeline.defs.parsing.assets import parsed_documents
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
+from rag_pipeline.defs.redaction.assets import redacted_documents
 
 ingest_source_job = dg.define_asset_job(
     "ingest_source_job",
     selection=dg.AssetSelection.assets(
-        source_documents, parsed_documents, chunks, chunk_embeddings
+        source_documents, parsed_documents, redacted_documents, chunks, chunk_embeddings
     ),
     partitions_def=SOURCE_PARTITIONS,
-    description="Scan, parse, chunk and embed one source (one partition).",
+    description="Scan, parse, redact, chunk and embed one source (one partition).",
 )
 
 build_index_job = dg.define_asset_job(

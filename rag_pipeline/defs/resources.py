@@ -30,6 +30,7 @@ from rag_pipeline.lib.embedding import (
 )
 from rag_pipeline.lib.index_versions import IndexKeys
 from rag_pipeline.lib.parsing import PARSER_KEY
+from rag_pipeline.lib.redaction import redacting_chunker_key
 from rag_pipeline.settings import Settings, current_settings
 
 
@@ -89,7 +90,8 @@ class ChunkingResource(dg.ConfigurableResource):
         return ChunkingConfig(max_tokens=embedder.max_tokens, min_tokens=self.min_tokens)
 
     def chunker_key(self, embedder: EmbedderResource) -> str:
-        return self.config(embedder).key(embedder.token_counter().name)
+        # Chunks are cut from redacted text: the redaction engine is part of the chunker key.
+        return redacting_chunker_key(self.config(embedder).key(embedder.token_counter().name))
 
 
 class ParsingResource(dg.ConfigurableResource):

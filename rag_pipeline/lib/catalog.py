@@ -15,10 +15,18 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from rag_pipeline.lib.freshness import parse_duration
+from rag_pipeline.lib.redaction import (
+    DEFAULT_REDACTION_POLICY,
+    RedactionPolicy,
+    RedactionPolicyError,
+)
 
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[1] / "sample_corpus"
 DEFAULT_SOURCES_FILE = SAMPLE_CORPUS_DIR / "sources.yaml"
@@ -45,6 +53,12 @@ class SourceConfig:
     origin: str = ""
     # Why the declaration cannot be used, if it cannot; raised when the source is scanned.
     problem: str | None = None
+    # The freshness target (`freshness: 24h`): a change at the source should be searchable
+    # within it (rag_pipeline.lib.freshness). None: no SLA declared for this source.
+    freshness: timedelta | None = None
+    # What redaction does with PII, secrets and prompt injections (`redaction:` mapping,
+    # rag_pipeline.lib.redaction); the safe defaults when not declared.
+    redaction: RedactionPolicy = DEFAULT_REDACTION_POLICY
 
     @property
     def where(self) -> str:
@@ -108,6 +122,19 @@ def load_sources(path: Path | str) -> list[SourceConfig]:
         # missing folder must fail its own partition, not every source of the file.
         folder = (path.parent / raw_path).resolve()
         tenants, problem = _parse_tenants(entry.get("tenants"), f"{where} ({name})")
+        # A bad target fails the whole file (like an unknown connector): an SLA that silently
+        # does not apply is worse than a configuration error shown at once.
+        freshness = None
+        if entry.get("freshness") is not None:
+            try:
+                freshness = parse_duration(entry["freshness"], f"{where} ({name}): 'freshness'")
+            except ValueError as error:
+                raise ConfigurationError(str(error)) from error
+        # A malformed policy fails the whole file: guessing a weaker policy would leak values.
+        try:
+            redaction = RedactionPolicy.from_config(entry.get("redaction"), f"{where} ({name})")
+        except RedactionPolicyError as error:
+            raise ConfigurationError(str(error)) from error
         sources.append(
             SourceConfig(
                 name=name,
@@ -117,6 +144,8 @@ def load_sources(path: Path | str) -> list[SourceConfig]:
                 tenants=tenants,
                 origin=f"{where} ({name})",
                 problem=problem,
+                freshness=freshness,
+                redaction=redaction,
             )
         )
     names = [source.name for source in sources]

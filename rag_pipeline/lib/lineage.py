@@ -11,12 +11,12 @@ a chunk that does not exist, so lineage cannot be used to learn what exists.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import psycopg
 
 from rag_pipeline.lib.catalog import UserAccess
+from rag_pipeline.lib.retrieval.session import serving_transaction
 
 
 class UnknownChunkError(LookupError):
@@ -25,18 +25,30 @@ class UnknownChunkError(LookupError):
 
 
 def trace_chunk(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> dict[str, Any]:
-    """The lineage of one chunk, if `access` may read its document now."""
+    """The lineage of one chunk, if `access` may read its document now.
+
+    Read in a serving transaction (`rag_serving`, row-level security, sql/015): the reader's
+    role may not read stored bytes or parsed elements, so `rag.chunk_source_evidence` hashes
+    the bytes in the database and returns the redacted elements after checking the reader.
+    """
+    with serving_transaction(conn, access):
+        return _trace(conn, chunk_id, access)
+
+
+def _trace(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> dict[str, Any]:
     row = conn.execute(
         """
         SELECT c.doc_id, c.content_hash, c.parser_key, c.chunker_key, c.ordinal, c.text,
                c.heading_path, c.element_start, c.element_end, c.char_start, c.char_end,
                c.page_numbers, d.source, d.uri, d.owner, d.tenant, d.acl_principals,
-               d.content_hash AS current_hash, d.deleted_at, b.content, p.elements
+               d.content_hash AS current_hash, d.deleted_at, e.stored, e.byte_size,
+               e.sha256_verified,
+               -- Redacted elements (parsed ones only for a chunk written without redaction).
+               e.elements,
+               c.injection, c.injection_score, c.injection_reasons
         FROM rag.chunks c
         JOIN rag.documents d ON d.doc_id = c.doc_id
-        LEFT JOIN rag.source_blobs b ON b.content_hash = c.content_hash
-        LEFT JOIN rag.parsed_documents p ON p.doc_id = c.doc_id
-            AND p.content_hash = c.content_hash AND p.parser_key = c.parser_key
+        JOIN rag.chunk_source_evidence(c.chunk_id) e ON true
         WHERE c.chunk_id = %(chunk)s
           AND EXISTS (SELECT 1 FROM rag.readable_documents(%(tenant)s, %(principals)s::text[]) r
                       WHERE r.doc_id = c.doc_id)
@@ -65,8 +77,13 @@ def trace_chunk(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> 
         acl,
         current_hash,
         deleted_at,
-        blob,
+        stored,
+        byte_size,
+        sha256_verified,
         elements,
+        injection,
+        injection_score,
+        injection_reasons,
     ) = row
     versions = conn.execute(
         "SELECT m.version_id, v.status FROM rag.index_version_chunks m"
@@ -79,7 +96,6 @@ def trace_chunk(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> 
         " WHERE doc_id = %s ORDER BY event_id",
         (doc_id,),
     ).fetchall()
-    stored_bytes = bytes(blob) if blob is not None else None
     return {
         "chunk": {
             "chunk_id": chunk_id,
@@ -91,6 +107,12 @@ def trace_chunk(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> 
             "pages": list(pages),
             "parser": parser_key,
             "chunker": chunker_key,
+            # The prompt-injection verdict at ingest (answers leave flagged chunks out).
+            "injection": {
+                "flagged": bool(injection),
+                "score": float(injection_score),
+                "reasons": list(injection_reasons),
+            },
         },
         "document": {
             "doc_id": doc_id,
@@ -103,10 +125,9 @@ def trace_chunk(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> 
             "is_current_version": current_hash == content_hash and deleted_at is None,
         },
         "source_bytes": {
-            "stored": stored_bytes is not None,
-            "byte_size": len(stored_bytes) if stored_bytes is not None else None,
-            "sha256_verified": stored_bytes is not None
-            and hashlib.sha256(stored_bytes).hexdigest() == content_hash,
+            "stored": bool(stored),
+            "byte_size": byte_size,
+            "sha256_verified": bool(sha256_verified),
         },
         "elements": (elements or [])[element_start:element_end],
         "index_versions": [{"version_id": v, "status": s} for v, s in versions],

@@ -23,6 +23,7 @@ from rag_pipeline.lib.connectors import (
     DiscoveredDocument,
     QuarantineReason,
 )
+from rag_pipeline.lib.erasure import ERASED_REASON_CODE, lock_source, standing_erasures
 from rag_pipeline.lib.parsing import ParsedDocument, ParsedElement
 
 
@@ -41,6 +42,8 @@ class SourceSyncReport:
     unchanged: int = 0
     quarantined: list[tuple[str, str, str]] = field(default_factory=list)
     bytes_read: int = 0
+    # Still at the source, but erased on request (right to erasure): not ingested.
+    erased: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ def sync_source(
     """
     report = SourceSyncReport()
     with conn.transaction():
+        # Right to erasure: the same lock as `rag-pipeline erase`, so an erasure never commits
+        # between this scan's read and its writes; a standing erasure is never ingested again.
+        lock_source(conn, source)
+        erased = standing_erasures(conn, source)
         known = _known_documents(conn, source)
         stale = set(stale_sidecar_entries)
         renamed_from: dict[str, list[tuple[str, str]]] = {}
@@ -157,6 +164,12 @@ def sync_source(
         seen: set[str] = set()
         refused: list[str] = []
         for scanned in documents:
+            if scanned.doc_id in erased:
+                # Nothing of it is stored, not even its bytes or an event: it shows in the
+                # quarantine list (`current_quarantine`) until `rag-pipeline erase --lift`.
+                report.discovered += 1
+                report.erased.append(scanned.doc_id)
+                continue
             doc = _detect_rename(scanned, renamed_from)
             report.discovered += 1
             report.bytes_read += doc.byte_size
@@ -391,16 +404,25 @@ def quarantine_document(
 
 
 def current_quarantine(conn: psycopg.Connection, source: str) -> list[QuarantineRecord]:
-    """Quarantine records that apply to the current version of the source's live documents."""
+    """Quarantine records that apply to the current version of the source's live documents,
+    and the source's standing erasures (reason `erased`: not ingested while the erasure stands)."""
     rows = conn.execute(
         """
-        SELECT q.doc_id, q.stage, q.reason_code, q.reason
-        FROM rag.quarantine q
-        JOIN rag.documents d ON d.doc_id = q.doc_id AND d.content_hash = q.content_hash
-        WHERE d.source = %s AND d.deleted_at IS NULL
-        ORDER BY q.doc_id, q.stage
+        SELECT doc_id, stage, reason_code, reason FROM (
+            SELECT q.doc_id, q.stage, q.reason_code, q.reason
+            FROM rag.quarantine q
+            JOIN rag.documents d ON d.doc_id = q.doc_id AND d.content_hash = q.content_hash
+            WHERE d.source = %(source)s AND d.deleted_at IS NULL
+            UNION ALL
+            SELECT t.doc_id, 'source', %(erased)s,
+                   'erased on request (right to erasure); not ingested again until'
+                   || ' `rag-pipeline erase --lift DOC`'
+            FROM rag.erasure_tombstones t
+            WHERE t.source = %(source)s AND t.lifted_at IS NULL
+        ) refused
+        ORDER BY doc_id, stage
         """,
-        (source,),
+        {"source": source, "erased": ERASED_REASON_CODE},
     ).fetchall()
     return [QuarantineRecord(*row) for row in rows]
 
@@ -561,15 +583,13 @@ def texts_to_embed(
     return conn.execute(
         """
         SELECT DISTINCT ON (c.text_hash) c.text_hash, c.search_text
-        FROM rag.live_documents d
-        JOIN rag.chunks c ON c.doc_id = d.doc_id AND c.content_hash = d.content_hash
-        WHERE d.source = %s
-          AND c.parser_key = %s AND c.chunker_key = %s
+        FROM rag.live_chunks(%s, %s) c
+        WHERE c.source = %s
           AND NOT EXISTS (SELECT 1 FROM rag.embeddings e
                           WHERE e.model_key = %s AND e.text_hash = c.text_hash)
         ORDER BY c.text_hash
         """,
-        (source, parser_key, chunker_key, model_key),
+        (parser_key, chunker_key, source, model_key),
     ).fetchall()
 
 
@@ -578,11 +598,9 @@ def count_current_chunks(
 ) -> int:
     row = conn.execute(
         """
-        SELECT count(*) FROM rag.live_documents d
-        JOIN rag.chunks c ON c.doc_id = d.doc_id AND c.content_hash = d.content_hash
-        WHERE d.source = %s AND c.parser_key = %s AND c.chunker_key = %s
+        SELECT count(*) FROM rag.live_chunks(%s, %s) c WHERE c.source = %s
         """,
-        (source, parser_key, chunker_key),
+        (parser_key, chunker_key, source),
     ).fetchone()
     return int(row[0]) if row else 0
 

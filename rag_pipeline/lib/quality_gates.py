@@ -32,10 +32,8 @@ def candidate_covers_live_documents(
     missing_docs, unembedded = conn.execute(
         """
         WITH expected AS (
-            SELECT d.doc_id, c.chunk_id, c.text_hash
-            FROM rag.live_documents d
-            JOIN rag.chunks c ON c.doc_id = d.doc_id AND c.content_hash = d.content_hash
-                AND c.parser_key = %(parser)s AND c.chunker_key = %(chunker)s)
+            SELECT c.doc_id, c.chunk_id, c.text_hash
+            FROM rag.live_chunks(%(parser)s, %(chunker)s) c)
         SELECT
             (SELECT array_agg(DISTINCT d.doc_id ORDER BY d.doc_id) FROM rag.live_documents d
              WHERE NOT EXISTS (SELECT 1 FROM rag.index_version_chunks m
@@ -187,6 +185,12 @@ BLOCKING_GATES = (
 )
 
 # Every check that must have passed for a version to serve: the gates above, the Great
-# Expectations suite on its chunks (`rag_pipeline.lib.chunk_expectations`, a check of its own)
-# and the retrieval quality gate of its evaluation report (`rag_pipeline.lib.evaluation`).
-PROMOTION_CHECKS = (*BLOCKING_GATES, "chunk_expectations", "retrieval_quality_not_regressed")
+# Expectations suite on its chunks (`rag_pipeline.lib.chunk_expectations`, a check of its own),
+# the canary leak probes (`rag_pipeline.lib.canary_probes`, a check of its own) and the
+# retrieval quality gate of its evaluation report (`rag_pipeline.lib.evaluation`).
+PROMOTION_CHECKS = (
+    *BLOCKING_GATES,
+    "chunk_expectations",
+    "no_canary_leaks",
+    "retrieval_quality_not_regressed",
+)

@@ -239,7 +239,7 @@ def test_promotion_requires_the_suite_to_have_run(conn: psycopg.Connection) -> N
     assert set(BLOCKING_GATES) < set(PROMOTION_CHECKS)
     version_id = build_version(conn)
     with conn.transaction():
-        for gate in (*BLOCKING_GATES, "retrieval_quality_not_regressed"):
+        for gate in (*BLOCKING_GATES, "no_canary_leaks", "retrieval_quality_not_regressed"):
             index_versions.record_check(conn, version_id, gate, True, True, {})
     with pytest.raises(index_versions.PromotionBlockedError, match=CHECK_NAME):
         index_versions.promote(conn, version_id, actor="test", required_checks=PROMOTION_CHECKS)

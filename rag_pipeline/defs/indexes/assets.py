@@ -2,8 +2,10 @@ import time
 from typing import Any
 
 import dagster as dg
+import psycopg
 
 from rag_pipeline.defs.embeddings.assets import chunk_embeddings
+from rag_pipeline.defs.freshness.sensors import freshness_metadata, last_successful_scans
 from rag_pipeline.defs.resources import (
     ChunkingResource,
     EmbedderResource,
@@ -12,7 +14,9 @@ from rag_pipeline.defs.resources import (
     SourceCatalogResource,
     index_keys,
 )
+from rag_pipeline.lib.audit import audit_markdown, audit_trail
 from rag_pipeline.lib.catalog import ConfigurationError
+from rag_pipeline.lib.freshness_store import database_now, measure
 from rag_pipeline.lib.index_versions import (
     PromotionBlockedError,
     active_version_id,
@@ -122,11 +126,15 @@ def active_index(
     context: dg.AssetExecutionContext,
     postgres: PostgresResource,
     index_policy: IndexPolicyResource,
+    catalog: SourceCatalogResource,
 ) -> dg.MaterializeResult:
     """The serving index version: the latest candidate, once all its blocking gates passed.
 
     Promotion is one transaction on the `rag.active_index` pointer, so queries see the old or
     the new version, never a mix; `rag-pipeline index rollback` re-points to the previous one.
+    The metadata carries the audit trail (the latest promotions, rollbacks, overrides and
+    erasures: who, why, from which version, the gates' results) and each source's measured
+    freshness (how long its changes took to become searchable, what is still pending).
     """
     version_id = latest_candidate_version(context)
     with postgres.connection() as conn:
@@ -144,14 +152,37 @@ def active_index(
             except PromotionBlockedError as error:
                 raise dg.Failure(str(error), allow_retries=False) from error
         serving = active_version_id(conn)
+        trail = audit_trail(conn, limit=AUDIT_ENTRIES_IN_METADATA)
+        freshness = _measured_freshness(context, conn, catalog)
     return dg.MaterializeResult(
         metadata={
-            "serving_version_id": serving if serving is not None else -1,
-            "previous_version_id": previous if previous is not None else -1,
+            # Only facts that exist: a placeholder would be plotted or read as a version.
+            **({"serving_version_id": serving} if serving is not None else {}),
+            **({"previous_version_id": previous} if previous is not None else {}),
             "switched": switched,
             "preview": dg.MetadataValue.md(
                 f"Serving version **{serving}**"
                 + (f" (was {previous})" if switched else " (unchanged)")
             ),
+            "audit_trail": dg.MetadataValue.json([entry.as_dict() for entry in trail]),
+            "audit_table": dg.MetadataValue.md(audit_markdown(trail)),
+            **freshness,
         }
     )
+
+
+AUDIT_ENTRIES_IN_METADATA = 10
+
+
+def _measured_freshness(
+    context: dg.AssetExecutionContext, conn: psycopg.Connection, catalog: SourceCatalogResource
+) -> dict[str, Any]:
+    """Each configured source's freshness right after this promotion (none while the sources
+    file does not load: `vector_index` reports that error)."""
+    try:
+        targets = {source.name: source.freshness for source in catalog.sources()}
+    except ConfigurationError:
+        return {}
+    scans = last_successful_scans(context.instance, sorted(targets))
+    states = measure(conn, targets, now=database_now(conn), last_scans=scans)
+    return freshness_metadata(states)

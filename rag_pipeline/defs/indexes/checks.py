@@ -10,7 +10,7 @@ from rag_pipeline.defs.resources import (
     PostgresResource,
     index_keys,
 )
-from rag_pipeline.lib import quality_gates
+from rag_pipeline.lib import canaries, canary_probes, quality_gates
 from rag_pipeline.lib.index_versions import record_check
 
 GATE_DESCRIPTIONS = {
@@ -67,3 +67,43 @@ def index_version_gates(
                 },
             },
         )
+
+
+@dg.asset_check(
+    asset=vector_index,
+    name=canaries.CHECK_NAME,
+    blocking=True,
+    description="Per-tenant canaries planted into the candidate (and rolled back) reach no reader "
+    "who is not entitled, through retrieval, lineage or unfiltered SQL under row-level security.",
+)
+def canary_leak_check(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    """Canary leak probes on the candidate version; a leak blocks promotion.
+
+    Per tenant, a canary document with a unique token, readable only by that tenant's canary
+    principal, is planted into the candidate inside a transaction that is rolled back after
+    probing, so no canary ever reaches the corpus, counts, diffs or golden sets. It is probed as
+    every other tenant's canary principal and as the same tenant's real principals, through the
+    real retrieval entry point (lexical with the token, vector with the canary's own vector),
+    lineage, and unfiltered SQL under row-level security. The result is recorded in
+    `rag.index_version_checks`, so a failure also refuses `rag-pipeline index promote`.
+    """
+    version_id = latest_candidate_version(context)
+    with postgres.connection() as conn:
+        result = canary_probes.no_canary_leaks(conn, version_id)
+        with conn.transaction():
+            record_check(conn, version_id, result.name, result.passed, True, result.detail)
+    return dg.AssetCheckResult(
+        check_name=result.name,
+        passed=result.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=result.summary,
+        metadata={
+            "version_id": version_id,
+            **{
+                key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
+                for key, value in result.detail.items()
+            },
+        },
+    )

@@ -14,6 +14,7 @@ from rag_pipeline.lib.pipeline_store import (
     quarantine_document,
     save_parsed,
 )
+from rag_pipeline.lib.redaction import redact_text
 
 
 @dg.asset(
@@ -66,12 +67,14 @@ def parsed_documents(
                 save_parsed(conn, doc, PARSER_KEY, result)
             elements += len(result.elements)
             text_chars += result.text_chars
+            # Redacted before it reaches Dagster's event log: this is the raw parsed text, and
+            # the redaction step has not run on it yet.
             parsed.append(
                 (
                     doc.doc_id,
-                    result.title,
+                    redact_text(result.title),
                     len(result.elements),
-                    excerpt(result.elements[0].text, 80),
+                    excerpt(redact_text(result.elements[0].text), 80),
                 )
             )
     return dg.MaterializeResult(

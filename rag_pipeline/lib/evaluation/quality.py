@@ -39,6 +39,7 @@ from rag_pipeline.lib.evaluation.metrics import document_ranking, evaluate, rank
 from rag_pipeline.lib.retrieval.answer import EvidencePolicy, answer
 from rag_pipeline.lib.retrieval.generators import Generator
 from rag_pipeline.lib.retrieval.pipeline import LEXICAL, VECTOR, RetrievalOptions, retrieve
+from rag_pipeline.lib.retrieval.session import serving_transaction
 
 # Chunks retrieved per question for the IR metrics; recall@100 counts the documents among them.
 IR_DEPTH = 100
@@ -159,12 +160,14 @@ def reference_chunks(
     """
     if not passages:
         return []
-    rows = conn.execute(
-        "SELECT c.text FROM rag.readable_chunks(%s, %s, %s::text[]) r"
-        " JOIN rag.chunks c ON c.chunk_id = r.chunk_id"
-        " WHERE c.doc_id = ANY(%s) ORDER BY c.doc_id, c.ordinal",
-        (version_id, access.tenant, list(access.principals), list(relevant_doc_ids)),
-    ).fetchall()
+    # Read as the question's reader, like retrieval (row-level security, sql/015).
+    with serving_transaction(conn, access):
+        rows = conn.execute(
+            "SELECT c.text FROM rag.readable_chunks(%s, %s, %s::text[]) r"
+            " JOIN rag.chunks c ON c.chunk_id = r.chunk_id"
+            " WHERE c.doc_id = ANY(%s) ORDER BY c.doc_id, c.ordinal",
+            (version_id, access.tenant, list(access.principals), list(relevant_doc_ids)),
+        ).fetchall()
     texts = [(text, _normalised(text)) for (text,) in rows]
     found: list[str] = []
     for passage in passages:

@@ -14,6 +14,7 @@ its own reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -207,6 +208,7 @@ def answer(
     *,
     policy: EvidencePolicy | None = None,
     channel: str = "library",
+    include_flagged: bool = False,
 ) -> Answer:
     """Answer `question` as `access` from what they may read in `version_id` (None: serving).
 
@@ -215,6 +217,11 @@ def answer(
     failing generator becomes a refusal (`generator_failed`). The query is logged afterwards
     (`rag.query_log`, its own transaction); a log failure is reported on the logger only.
     `policy` defaults to the configured thresholds (`RAG_ANSWER_*`).
+
+    Chunks the prompt-injection detector flagged at ingest (`rag.chunks.injection`, tagged by
+    the source's policy) are left out before the evidence rule and the generator see anything,
+    unless `include_flagged`: a passage that tries to instruct the model never reaches it by
+    default. Search still returns them (they are redacted like every chunk).
     """
     generator = generator or ExtractiveGenerator()
     if policy is None:
@@ -222,6 +229,8 @@ def answer(
 
         policy = policy_from_settings(current_settings())
     result = retrieve(conn, access, question, options, embedder, version_id)
+    if not include_flagged:
+        result = without_flagged_chunks(result)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     passages, question_terms, hit_terms = _passages(conn, question, result.hits)
@@ -247,6 +256,13 @@ def answer(
         extra_timings_ms=timings,
     )
     return built
+
+
+def without_flagged_chunks(result: RetrievalResult) -> RetrievalResult:
+    """`result` without the hits whose chunk was flagged as a prompt injection at ingest."""
+    if not any(hit.injection for hit in result.hits):
+        return result
+    return dataclasses.replace(result, hits=[hit for hit in result.hits if not hit.injection])
 
 
 def _ms_since(started: float) -> float:

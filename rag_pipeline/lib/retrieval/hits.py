@@ -42,3 +42,6 @@ class SearchHit:
     version_id: int
     scores: Mapping[str, float] = field(default_factory=dict, compare=False)
     ranks: Mapping[str, int] = field(default_factory=dict, compare=False)
+    # Flagged as a prompt injection at ingest (tagged by the source's policy): search shows it,
+    # answers leave it out unless asked (`rag_pipeline.lib.retrieval.answer`).
+    injection: bool = False

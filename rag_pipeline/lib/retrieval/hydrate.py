@@ -29,8 +29,12 @@ def load_hits(
         return []
     rows = conn.execute(
         """
-        SELECT c.chunk_id, c.doc_id, p.title, d.uri, c.heading_path, c.text, c.element_start,
-               c.element_end, c.char_start, c.char_end, c.page_numbers
+        SELECT c.chunk_id, c.doc_id,
+               -- A redacted document's title is redacted too (sql/013).
+               CASE WHEN c.redaction_key = '' THEN p.title
+                    ELSE rag.chunk_redacted_title(c.chunk_id) END,
+               d.uri, c.heading_path, c.text, c.element_start,
+               c.element_end, c.char_start, c.char_end, c.page_numbers, c.injection
         FROM rag.chunks c
         JOIN rag.documents d ON d.doc_id = c.doc_id
         LEFT JOIN rag.parsed_documents p ON p.doc_id = c.doc_id
@@ -60,6 +64,7 @@ def load_hits(
                 version_id=version_id,
                 scores=dict(item.scores),
                 ranks=dict(item.ranks),
+                injection=row[11],
             )
         )
     return hits

@@ -7,7 +7,9 @@ Every stage reports its time and each hit carries every stage's score and rank. 
 from Postgres is read in one REPEATABLE READ READ ONLY transaction, so a query racing a
 promotion, a rollback or a crash sees exactly one complete version. Every leg selects only rows
 of `rag.readable_chunks` (sql/006): the version's ACL snapshot and the document's current state
-must both allow the reader, whatever version is read.
+must both allow the reader, whatever version is read. The transaction runs as `rag_serving`
+with the reader set (`session.serving_transaction`, sql/015), so row-level security confines
+every statement to the reader's tenant even if a filter were forgotten.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rag_pipeline.lib.retrieval.hits import QueryTooLongError, SearchHit
 from rag_pipeline.lib.retrieval.hydrate import RankedChunk, load_hits
 from rag_pipeline.lib.retrieval.lexical import BM25Params, lexical_candidates, query_lexemes
 from rag_pipeline.lib.retrieval.rerank import NO_RERANKER, cap_per_document, load_reranker
+from rag_pipeline.lib.retrieval.session import serving_transaction
 from rag_pipeline.lib.retrieval.vector import configure_vector_scan, vector_candidates
 from rag_pipeline.lib.retrieval.versions import check_model, resolve_version
 
@@ -196,8 +199,7 @@ def retrieve(
     depth = max(pool, options.candidates) if mode == HYBRID else pool
 
     rankings: dict[str, list[tuple[str, float]]] = {}
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    with serving_transaction(conn, access):
         with clock.stage("version"):
             version = resolve_version(conn, version_id)
         if mode in (VECTOR, HYBRID):

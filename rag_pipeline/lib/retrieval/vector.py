@@ -15,6 +15,7 @@ import psycopg
 from rag_pipeline.lib.catalog import UserAccess
 from rag_pipeline.lib.retrieval.hits import SearchHit
 from rag_pipeline.lib.retrieval.hydrate import RankedChunk, load_hits
+from rag_pipeline.lib.retrieval.session import serving_transaction
 from rag_pipeline.lib.retrieval.versions import check_model, resolve_version
 
 HNSW_EF_SEARCH = 400
@@ -123,8 +124,7 @@ def vector_search(
     Kept for callers that already hold a query vector (benchmarks, the permission fuzz test);
     `rag_pipeline.lib.retrieval.retrieve` is the entry point for everything else.
     """
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    with serving_transaction(conn, access):
         configure_vector_scan(conn)
         version = resolve_version(conn, None)
         check_model(version, model_key)

@@ -1,0 +1,1 @@
+"""Freshness SLAs: Dagster freshness policies and the breach-recording sensor."""
