@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from rag_pipeline import cli
+from rag_pipeline.cli import common as cli_common
 from rag_pipeline.lib import database, index_versions
 from rag_pipeline.lib.catalog import UserAccess
 from rag_pipeline.lib.retrieval import (
@@ -380,7 +381,7 @@ def cli_env(
     monkeypatch.setenv("RAG_DATABASE_URL", database_url)
     monkeypatch.setenv("RAG_DIRECTORY_FILE", str(directory))
     # The CLI loads the configured model; here the fake, so no weights are read.
-    monkeypatch.setattr(cli, "_embedder", lambda settings: HashedBagOfWordsEmbedder())
+    monkeypatch.setattr(cli_common, "_embedder", lambda settings: HashedBagOfWordsEmbedder())
     with database.connection(database_url) as connection:
         ingest(connection, DOCS)
         build(connection)
@@ -413,7 +414,7 @@ def test_cli_search_switches(
     def broken(settings: object) -> None:
         raise OSError("weights missing")
 
-    monkeypatch.setattr(cli, "_embedder", broken)
+    monkeypatch.setattr(cli_common, "_embedder", broken)
     hits, err = cli_search(capsys, "ACN-204 portal")
     assert set(hits[0]["scores"]) == {"lexical"}
     assert "weights missing" in err and "fell back to lexical" in err
@@ -570,7 +571,7 @@ def test_cli_refuses_a_long_query_before_loading_the_model(
     cli_env: psycopg.Connection, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded: list[object] = []
-    monkeypatch.setattr(cli, "_embedder", lambda settings: loaded.append(settings))
+    monkeypatch.setattr(cli_common, "_embedder", lambda settings: loaded.append(settings))
     monkeypatch.setenv("RAG_MAX_QUERY_CHARS", "10")
     for command in (["search", "x" * 50, "--user", "ann"], ["answer", "x" * 50, "--user", "ann"]):
         assert cli.main(command) == 1

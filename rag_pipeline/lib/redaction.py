@@ -33,12 +33,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    # Only for hints: importing the parser (unstructured) would make the catalog, which reads
-    # the policy from here, slow to import.
+    # Only for hints: importing the parser (unstructured) or the detectors would make the
+    # catalog, which reads the policy from here, slow to import.
     from rag_pipeline.lib.parsing import ParsedElement
+    from rag_pipeline.lib.safety import Finding
 
 # Bump when the way findings are applied changes (placeholders, splitting, title handling): it is
 # part of the redaction key, so every document is redacted and chunked again.
@@ -130,16 +131,6 @@ def redaction_key(detector_version: str, policy: RedactionPolicy) -> str:
     return f"{engine_key(detector_version)}+{policy.key}"
 
 
-class FindingLike(Protocol):
-    """What a detector finding must offer (`rag_pipeline.lib.safety.Finding`)."""
-
-    type: str
-    start: int
-    end: int
-    detector: str
-    score: float
-
-
 @dataclass(frozen=True)
 class ElementFinding:
     """A finding placed in one element's text (`element` = TITLE_ELEMENT for the title)."""
@@ -217,7 +208,7 @@ def join_elements(elements: Sequence[ParsedElement]) -> tuple[str, list[int]]:
 
 
 def split_findings(
-    findings: Sequence[FindingLike], elements: Sequence[ParsedElement], starts: Sequence[int]
+    findings: Sequence[Finding], elements: Sequence[ParsedElement], starts: Sequence[int]
 ) -> list[ElementFinding]:
     """Place document-level findings onto elements; one spanning elements is split (each part
     is redacted in its element, and the separator between them belongs to no element)."""
@@ -332,7 +323,7 @@ def apply_policy(
     return RedactedDocument(new_title, redacted, applied)
 
 
-Detector = Callable[[str], Sequence[FindingLike]]
+Detector = Callable[[str], Sequence["Finding"]]
 
 
 def scan_document(
@@ -354,7 +345,7 @@ def sensitive_detector(scope: str) -> Detector:
 
     types = STRUCTURED_TYPES if scope == "structured" else None
 
-    def detect(text: str) -> Sequence[FindingLike]:
+    def detect(text: str) -> Sequence[Finding]:
         return detect_sensitive(text, types=types, include_examples=True)
 
     return detect

@@ -24,6 +24,7 @@ from rag_pipeline.lib.redaction import (
     RedactedDocument,
     RedactionPolicy,
 )
+from rag_pipeline.lib.safety import InjectionVerdict
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,6 @@ class SourceRedaction:
     policy: RedactionPolicy
 
 
-@dataclass(frozen=True)
-class ChunkVerdict:
-    injection: bool
-    score: float
-    reasons: tuple[str, ...]
 
 
 def switch_source_redaction(
@@ -264,17 +260,17 @@ def load_redacted_elements(
 
 def cached_verdicts(
     conn: psycopg.Connection, detector_key: str, text_hashes: Sequence[str]
-) -> dict[str, ChunkVerdict]:
+) -> dict[str, InjectionVerdict]:
     rows = conn.execute(
         "SELECT text_hash, injection, score, reasons FROM rag.injection_verdicts"
         " WHERE detector_key = %s AND text_hash = ANY(%s)",
         (detector_key, list(text_hashes)),
     ).fetchall()
-    return {row[0]: ChunkVerdict(row[1], float(row[2]), tuple(row[3])) for row in rows}
+    return {row[0]: InjectionVerdict(row[1], float(row[2]), tuple(row[3])) for row in rows}
 
 
 def save_verdicts(
-    conn: psycopg.Connection, detector_key: str, verdicts: dict[str, ChunkVerdict]
+    conn: psycopg.Connection, detector_key: str, verdicts: dict[str, InjectionVerdict]
 ) -> None:
     if not verdicts:
         return
@@ -304,7 +300,7 @@ def save_redacted_chunks(
     parser_key: str,
     chunker_key: str,
     redaction_key: str,
-    chunks: Sequence[tuple[Chunk, ChunkVerdict]],
+    chunks: Sequence[tuple[Chunk, InjectionVerdict]],
 ) -> int:
     """Insert the chunks (already cut from redacted elements) with their injection verdicts."""
     release_quarantine(conn, doc, "chunk")
@@ -355,7 +351,7 @@ def record_injections(
     doc: PendingDocument,
     chunker_key: str,
     redaction_key: str,
-    flagged: Sequence[tuple[int, str, str, ChunkVerdict]],
+    flagged: Sequence[tuple[int, str, str, InjectionVerdict]],
     run_id: str | None,
 ) -> None:
     """Audit rows for flagged chunks: (ordinal, chunk id, action, verdict); never the text."""

@@ -11,7 +11,6 @@ from rag_pipeline.lib.parsing import PARSER_KEY
 from rag_pipeline.lib.pipeline_store import quarantine_document
 from rag_pipeline.lib.redaction import decide_injection, detector_version, redact_text
 from rag_pipeline.lib.redaction_store import (
-    ChunkVerdict,
     cached_verdicts,
     documents_to_chunk,
     load_redacted_elements,
@@ -21,6 +20,7 @@ from rag_pipeline.lib.redaction_store import (
     save_verdicts,
     source_redaction,
 )
+from rag_pipeline.lib.safety import InjectionVerdict
 
 
 @dg.asset(
@@ -71,11 +71,10 @@ def chunks(
             elements = load_redacted_elements(conn, doc, PARSER_KEY, redaction.redaction_key)
             doc_chunks = chunk_document(doc.title or doc.relative_path, elements, counter, config)
             verdicts = cached_verdicts(conn, verdict_key, [c.text_hash for c in doc_chunks])
-            new_verdicts: dict[str, ChunkVerdict] = {}
+            new_verdicts: dict[str, InjectionVerdict] = {}
             for chunk in doc_chunks:
                 if chunk.text_hash not in verdicts:
-                    found = detect_injection(chunk.search_text)
-                    verdict = ChunkVerdict(found.injection, float(found.score), found.reasons)
+                    verdict = detect_injection(chunk.search_text)
                     verdicts[chunk.text_hash] = new_verdicts[chunk.text_hash] = verdict
             judged += len(new_verdicts)
             kept, flagged = [], []

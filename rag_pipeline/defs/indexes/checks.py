@@ -19,6 +19,23 @@ GATE_DESCRIPTIONS = {
 }
 
 
+def gate_check_result(version_id: int, result: quality_gates.GateResult) -> dg.AssetCheckResult:
+    """A blocking gate's result as a Dagster check result, its detail as metadata."""
+    return dg.AssetCheckResult(
+        check_name=result.name,
+        passed=result.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=result.summary,
+        metadata={
+            "version_id": version_id,
+            **{
+                key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
+                for key, value in result.detail.items()
+            },
+        },
+    )
+
+
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(name, asset=vector_index, blocking=True, description=description)
@@ -54,19 +71,7 @@ def index_version_gates(
             with conn.transaction():
                 record_check(conn, version_id, result.name, result.passed, True, result.detail)
     for result in results:
-        yield dg.AssetCheckResult(
-            check_name=result.name,
-            passed=result.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=result.summary,
-            metadata={
-                "version_id": version_id,
-                **{
-                    key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
-                    for key, value in result.detail.items()
-                },
-            },
-        )
+        yield gate_check_result(version_id, result)
 
 
 @dg.asset_check(
@@ -94,16 +99,4 @@ def canary_leak_check(
         result = canary_probes.no_canary_leaks(conn, version_id)
         with conn.transaction():
             record_check(conn, version_id, result.name, result.passed, True, result.detail)
-    return dg.AssetCheckResult(
-        check_name=result.name,
-        passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=result.summary,
-        metadata={
-            "version_id": version_id,
-            **{
-                key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
-                for key, value in result.detail.items()
-            },
-        },
-    )
+    return gate_check_result(version_id, result)
