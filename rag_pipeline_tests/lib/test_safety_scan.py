@@ -105,3 +105,18 @@ def test_scan_through_the_console_entry_point(tmp_path: Path) -> None:
     )
     [record] = [json.loads(line) for line in done.stdout.splitlines()]
     assert record["pii"] == [{"type": "SECRET_AWS_ACCESS_KEY_ID", "start": 4, "end": 24}]
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
+    source = write_lines(
+        tmp_path / "many.jsonl", [json.dumps({"text": f"line {n} " * 200}) for n in range(3000)]
+    )
+    piped = subprocess.run(
+        f"{sys.executable} -m rag_pipeline.cli safety scan {source} | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert len(piped.stdout.splitlines()) == 1
+    assert "error" not in piped.stderr.lower()
