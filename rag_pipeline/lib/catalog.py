@@ -6,15 +6,18 @@ their tenant and groups. Both are validated on load with errors that name the fi
 Each source must also list the `tenants` it may publish into. Problems that concern one source
 only (its folder is missing, its `tenants` are missing or malformed) do not stop the file from
 loading: they are raised by `check_source` when that source is scanned, so they fail that
-source's partition and no other. Problems that make the file itself unusable (bad YAML, a bad or
-duplicate name, an unknown connector, no path) still fail the whole file.
+source's partition and no other. So do a connector's own options (`path`, `url`, ...), checked by
+the connector, and the source-level access `defaults` (`tenant`, `acl`, `owner`: the same meaning
+as a sidecar's `defaults`). Problems that make the file itself unusable (bad YAML, a bad or
+duplicate name, an unknown connector) still fail the whole file.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,11 @@ from rag_pipeline.lib.redaction import (
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[1] / "sample_corpus"
 DEFAULT_SOURCES_FILE = SAMPLE_CORPUS_DIR / "sources.yaml"
 DEFAULT_DIRECTORY_FILE = SAMPLE_CORPUS_DIR / "directory.yaml"
-SUPPORTED_CONNECTORS = ("filesystem",)
+# Keys every source accepts; each connector adds its own (`Connector.option_keys`).
+COMMON_SOURCE_KEYS = frozenset(
+    {"name", "connector", "description", "tenants", "freshness", "redaction"}
+)
+DEFAULT_KEYS = frozenset({"tenant", "acl", "owner"})
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _PRINCIPAL = re.compile(r"^(user|group):[A-Za-z0-9._@-]+$")
 
@@ -44,7 +51,8 @@ class ConfigurationError(ValueError):
 class SourceConfig:
     name: str
     connector: str
-    path: Path
+    # `path`, resolved against the sources file's folder; None when the connector needs none.
+    path: Path | None
     description: str = ""
     # The tenants this source may publish into; None when not (validly) declared, which makes
     # the source unusable (`check_source`): a source is never trusted with every tenant.
@@ -59,6 +67,12 @@ class SourceConfig:
     # What redaction does with PII, secrets and prompt injections (`redaction:` mapping,
     # rag_pipeline.lib.redaction); the safe defaults when not declared.
     redaction: RedactionPolicy = DEFAULT_REDACTION_POLICY
+    # Access metadata every document of the source starts from (`tenant`, `acl`, `owner`).
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    # The connector's own options (every key but the common ones and `path`), as written.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # The folder of the sources file: relative paths in options are relative to it.
+    base_dir: Path = Path(".")
 
     @property
     def where(self) -> str:
@@ -96,6 +110,10 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
 
 def load_sources(path: Path | str) -> list[SourceConfig]:
     """Read and validate a sources file; relative source paths are relative to the file."""
+    # Imported here: the connectors themselves import this module's types.
+    from rag_pipeline.lib.connectors.access import validate_defaults
+    from rag_pipeline.lib.connectors.registry import connector_for, connector_names
+
     path = Path(path).resolve()
     entries = _read_yaml_mapping(path).get("sources")
     if not isinstance(entries, list) or not entries:
@@ -111,17 +129,41 @@ def load_sources(path: Path | str) -> list[SourceConfig]:
                 f"{where}: 'name' must match {_SOURCE_NAME.pattern} (got {name!r})"
             )
         connector = entry.get("connector", "filesystem")
-        if connector not in SUPPORTED_CONNECTORS:
+        if connector not in connector_names():
             raise ConfigurationError(
-                f"{where}: unknown connector {connector!r}; supported: {SUPPORTED_CONNECTORS}"
+                f"{where}: unknown connector {connector!r}; supported: {list(connector_names())}"
             )
+        # Where the source is checked (`check_source`), not here: one missing folder or bad
+        # option must fail its own partition, not every source of the file.
         raw_path = entry.get("path")
-        if not isinstance(raw_path, str) or not raw_path:
-            raise ConfigurationError(f"{where}: 'path' is required")
-        # The folder is checked when the source is scanned (`check_source`), not here: one
-        # missing folder must fail its own partition, not every source of the file.
-        folder = (path.parent / raw_path).resolve()
-        tenants, problem = _parse_tenants(entry.get("tenants"), f"{where} ({name})")
+        folder = None
+        if isinstance(raw_path, str) and raw_path:
+            folder = (path.parent / raw_path).resolve()
+        problem = None
+        if raw_path is not None and folder is None:
+            problem = f"{where} ({name}): 'path' must be a non-empty string (got {raw_path!r})"
+        option_keys = connector_for(connector).option_keys
+        unknown = sorted(
+            str(key) for key in set(entry) - COMMON_SOURCE_KEYS - DEFAULT_KEYS - option_keys
+        )
+        if unknown and problem is None:
+            problem = (
+                f"{where} ({name}): unknown keys {unknown} for connector {connector!r}; "
+                f"its options: {sorted(option_keys)}"
+            )
+        defaults: dict[str, Any] = {}
+        try:
+            defaults = validate_defaults(
+                {key: entry[key] for key in DEFAULT_KEYS if key in entry}, f"{where} ({name})"
+            )
+        except ConfigurationError as error:
+            problem = problem or str(error)
+        declared_tenants = entry.get("tenants")
+        if declared_tenants is None and isinstance(defaults.get("tenant"), str):
+            # A source that names its one tenant needs no separate `tenants` list.
+            declared_tenants = [defaults["tenant"]]
+        tenants, tenants_problem = _parse_tenants(declared_tenants, f"{where} ({name})")
+        problem = problem or tenants_problem
         # A bad target fails the whole file (like an unknown connector): an SLA that silently
         # does not apply is worse than a configuration error shown at once.
         freshness = None
@@ -146,6 +188,13 @@ def load_sources(path: Path | str) -> list[SourceConfig]:
                 problem=problem,
                 freshness=freshness,
                 redaction=redaction,
+                defaults=defaults,
+                options={
+                    key: value
+                    for key, value in entry.items()
+                    if key in option_keys and key != "path"
+                },
+                base_dir=path.parent,
             )
         )
     names = [source.name for source in sources]
@@ -182,8 +231,9 @@ def check_source(source: SourceConfig) -> None:
         raise ConfigurationError(
             f"{source.where}: 'tenants' is required: list the tenants this source may publish into"
         )
-    if not source.path.is_dir():
-        raise ConfigurationError(f"{source.where}: folder {source.path} does not exist")
+    from rag_pipeline.lib.connectors.registry import connector_for
+
+    connector_for(source.connector).validate(source)
 
 
 def find_source(sources: list[SourceConfig], name: str) -> SourceConfig:

@@ -12,11 +12,13 @@ document.
 
 from __future__ import annotations
 
+import importlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import unstructured
 
@@ -67,32 +69,62 @@ class ParsedDocument:
         return sum(len(element.text) for element in self.elements)
 
 
-def _partition(content: bytes, mime_type: str, encoding: str | None, filename: str) -> list[Any]:
-    use_packaged_spacy_model()
-    languages = ["eng"]  # skip language detection: it is slow and guesses badly on short text
-    if mime_type == "application/pdf":
-        from unstructured.partition.pdf import partition_pdf
+def _partition_pdf(content: bytes, languages: list[str], filename: str) -> list[Any]:
+    from unstructured.partition.pdf import partition_pdf
 
-        return partition_pdf(
-            file=io.BytesIO(content),
-            strategy="fast",
+    return partition_pdf(
+        file=io.BytesIO(content), strategy="fast", languages=languages, metadata_filename=filename
+    )
+
+
+def _text_partitioner(module: str, function: str) -> Partitioner:
+    """A partitioner for a text format: decodes with the document's encoding first."""
+
+    def partition(
+        content: bytes, languages: list[str], filename: str, encoding: str | None = None
+    ) -> list[Any]:
+        partition_text = getattr(importlib.import_module(module), function)
+        return partition_text(
+            text=content.decode(encoding or "utf-8"),
             languages=languages,
             metadata_filename=filename,
         )
-    text = content.decode(encoding or "utf-8")
-    if mime_type == "text/markdown":
-        from unstructured.partition.md import partition_md
 
-        return partition_md(text=text, languages=languages, metadata_filename=filename)
-    if mime_type == "text/html":
-        from unstructured.partition.html import partition_html
+    return partition
 
-        return partition_html(text=text, languages=languages, metadata_filename=filename)
-    if mime_type == "text/plain":
-        from unstructured.partition.text import partition_text
 
-        return partition_text(text=text, languages=languages, metadata_filename=filename)
-    raise ParseError("unsupported_format", f"no parser for {mime_type}")
+class Partitioner(Protocol):
+    def __call__(
+        self, content: bytes, languages: list[str], filename: str, encoding: str | None = ...
+    ) -> list[Any]: ...
+
+
+def _binary(partition: Callable[[bytes, list[str], str], list[Any]]) -> Partitioner:
+    def call(
+        content: bytes, languages: list[str], filename: str, encoding: str | None = None
+    ) -> list[Any]:
+        return partition(content, languages, filename)
+
+    return call
+
+
+# One unstructured partitioner per mime type of `connectors.formats.MIME_TYPES`
+# (`test_parsing.py` checks that every listed type has one).
+PARTITIONERS: dict[str, Partitioner] = {
+    "application/pdf": _binary(_partition_pdf),
+    "text/markdown": _text_partitioner("unstructured.partition.md", "partition_md"),
+    "text/html": _text_partitioner("unstructured.partition.html", "partition_html"),
+    "text/plain": _text_partitioner("unstructured.partition.text", "partition_text"),
+}
+
+
+def _partition(content: bytes, mime_type: str, encoding: str | None, filename: str) -> list[Any]:
+    use_packaged_spacy_model()
+    languages = ["eng"]  # skip language detection: it is slow and guesses badly on short text
+    partitioner = PARTITIONERS.get(mime_type)
+    if partitioner is None:
+        raise ParseError("unsupported_format", f"no parser for {mime_type}")
+    return partitioner(content, languages, filename, encoding)
 
 
 def _fallback_title(filename: str) -> str:

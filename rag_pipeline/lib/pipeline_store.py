@@ -8,6 +8,7 @@ an unchanged document has nothing missing, so nothing is parsed, chunked or embe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,12 @@ from rag_pipeline.lib.connectors import (
     UNREAD_CONTENT_HASH,
     DiscoveredDocument,
     QuarantineReason,
+    RemovedDocument,
+    ScannedItem,
+    ScanState,
+    UnchangedDocument,
 )
+from rag_pipeline.lib.connectors.base import KnownDocument
 from rag_pipeline.lib.erasure import ERASED_REASON_CODE, lock_source, standing_erasures
 from rag_pipeline.lib.parsing import ParsedDocument, ParsedElement
 
@@ -76,6 +82,7 @@ class _KnownDocument:
     acl_principals: tuple[str, ...]
     # Refused by the source stage for its current bytes.
     source_quarantined: bool
+    change_token: str | None
 
 
 def _known_documents(conn: psycopg.Connection, source: str) -> dict[str, _KnownDocument]:
@@ -85,15 +92,42 @@ def _known_documents(conn: psycopg.Connection, source: str) -> dict[str, _KnownD
                d.relative_path, d.tenant, d.acl_principals,
                EXISTS (SELECT 1 FROM rag.quarantine q
                        WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
-                         AND q.stage = 'source')
+                         AND q.stage = 'source'),
+               d.change_token
         FROM rag.documents d WHERE d.source = %s
         """,
         (source,),
     ).fetchall()
     return {
-        row[0]: _KnownDocument(row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7])
+        row[0]: _KnownDocument(
+            row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7], row[8]
+        )
         for row in rows
     }
+
+
+def _load_cursor(conn: psycopg.Connection, source: str) -> dict[str, object] | None:
+    row = conn.execute(
+        "SELECT cursor FROM rag.source_cursors WHERE source = %s", (source,)
+    ).fetchone()
+    return None if row is None else dict(row[0])
+
+
+def _save_cursor(
+    conn: psycopg.Connection,
+    source: str,
+    connector: str,
+    cursor: dict[str, object],
+    run_id: str | None,
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO rag.source_cursors (source, connector, cursor, run_id) VALUES (%s, %s, %s, %s)
+        ON CONFLICT (source) DO UPDATE SET connector = EXCLUDED.connector,
+            cursor = EXCLUDED.cursor, run_id = EXCLUDED.run_id, updated_at = now()
+        """,
+        (source, connector, Jsonb(cursor), run_id),
+    )
 
 
 def _detect_rename(
@@ -133,9 +167,12 @@ def _event_detail(doc: DiscoveredDocument, previous: _KnownDocument | None) -> J
 def sync_source(
     conn: psycopg.Connection,
     source: str,
-    documents: Iterable[DiscoveredDocument],
+    documents: Iterable[ScannedItem],
     run_id: str | None,
     stale_sidecar_entries: Collection[str] = (),
+    *,
+    state: ScanState | None = None,
+    connector: str = "filesystem",
 ) -> SourceSyncReport:
     """Bring `rag.documents` in line with one scan of a source, in one transaction.
 
@@ -147,7 +184,13 @@ def sync_source(
     not refuse are cleared (one statement), and a metadata change clears the parse- and
     chunk-stage refusals of that document version, so those stages try it again (the encoding
     or title they used may have been the cause). `stale_sidecar_entries` (sidecar keys naming
-    no file) enable rename detection: see `_detect_rename`.
+    no file, also taken from `state` once the scan started) enable rename detection: see
+    `_detect_rename`.
+
+    `documents` may be a connector's lazy scan (`connectors.scan_source`): before the first item
+    is drawn, `state` (if given) receives what is recorded of every document and the source's
+    cursor, and the connector's `next_cursor` is saved in this same transaction after the last
+    item, so a scan that fails leaves both documents and cursor as they were.
     """
     report = SourceSyncReport()
     with conn.transaction():
@@ -156,19 +199,36 @@ def sync_source(
         lock_source(conn, source)
         erased = standing_erasures(conn, source)
         known = _known_documents(conn, source)
-        stale = set(stale_sidecar_entries)
+        if state is not None:
+            state.known = {
+                doc_id: KnownDocument(row.change_token, row.metadata_hash, row.deleted)
+                for doc_id, row in known.items()
+            }
+            state.cursor = _load_cursor(conn, source)
+        items = iter(documents)
+        # The first item is drawn before the rename map is built: a connector reports its
+        # stale sidecar entries when its scan starts.
+        first = list(itertools.islice(items, 1))
+        stale = set(stale_sidecar_entries) | set(state.stale_sidecar_entries if state else ())
         renamed_from: dict[str, list[tuple[str, str]]] = {}
         for doc_id, row in sorted(known.items()):
             if row.relative_path in stale and row.content_hash != UNREAD_CONTENT_HASH:
                 renamed_from.setdefault(row.content_hash, []).append((doc_id, row.relative_path))
         seen: set[str] = set()
         refused: list[str] = []
-        for scanned in documents:
+        removal_reasons: dict[str, str] = {}
+        for scanned in itertools.chain(first, items):
+            if isinstance(scanned, RemovedDocument):
+                removal_reasons[scanned.doc_id] = scanned.reason
+                continue
             if scanned.doc_id in erased:
                 # Nothing of it is stored, not even its bytes or an event: it shows in the
                 # quarantine list (`current_quarantine`) until `rag-pipeline erase --lift`.
                 report.discovered += 1
                 report.erased.append(scanned.doc_id)
+                continue
+            if isinstance(scanned, UnchangedDocument):
+                _keep_unchanged(scanned.doc_id, known, report, seen, refused)
                 continue
             doc = _detect_rename(scanned, renamed_from)
             report.discovered += 1
@@ -205,6 +265,14 @@ def sync_source(
                 )
             if event is None:
                 report.unchanged += 1
+                if doc.change_token is not None and previous.change_token != doc.change_token:
+                    # First scan since the connector began to give tokens: record it so the
+                    # next scan can skip this document without reading it.
+                    conn.execute(
+                        "UPDATE rag.documents SET change_token = %s, source_metadata = %s"
+                        " WHERE doc_id = %s",
+                        (doc.change_token, Jsonb(dict(doc.source_metadata)), doc.doc_id),
+                    )
                 continue
             {
                 "added": report.added,
@@ -224,10 +292,12 @@ def sync_source(
                 """
                 INSERT INTO rag.documents (doc_id, source, uri, relative_path, title,
                     content_hash, metadata_hash, byte_size, mime_type, encoding, owner, tenant,
-                    acl_principals, updated_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    acl_principals, updated_at, source_metadata, change_token)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (doc_id) DO UPDATE SET
                     uri = EXCLUDED.uri, title = EXCLUDED.title,
+                    source_metadata = EXCLUDED.source_metadata,
+                    change_token = EXCLUDED.change_token,
                     content_hash = EXCLUDED.content_hash, metadata_hash = EXCLUDED.metadata_hash,
                     byte_size = EXCLUDED.byte_size, mime_type = EXCLUDED.mime_type,
                     encoding = EXCLUDED.encoding, owner = EXCLUDED.owner, tenant = EXCLUDED.tenant,
@@ -249,6 +319,8 @@ def sync_source(
                     doc.tenant,
                     list(doc.acl_principals),
                     doc.updated_at,
+                    Jsonb(dict(doc.source_metadata)),
+                    doc.change_token,
                 ),
             )
             if (
@@ -292,7 +364,7 @@ def sync_source(
                     run_id,
                     row.tenant,
                     list(row.acl_principals),
-                    Jsonb({"reason": "file no longer found in the source folder"}),
+                    Jsonb({"reason": removal_reasons.get(doc_id, "no longer found at the source")}),
                 ),
             )
         report.deleted = sorted(gone)
@@ -303,6 +375,8 @@ def sync_source(
             " AND NOT (doc_id = ANY(%s::text[]))",
             (source, refused),
         )
+        if state is not None and state.next_cursor is not None:
+            _save_cursor(conn, source, connector, state.next_cursor, run_id)
         # Refreshed at most daily: rewriting every row on every no-op run would make re-runs
         # cost in proportion to the corpus and bloat the table with dead tuples.
         conn.execute(
@@ -312,6 +386,26 @@ def sync_source(
             (source,),
         )
     return report
+
+
+def _keep_unchanged(
+    doc_id: str,
+    known: dict[str, _KnownDocument],
+    report: SourceSyncReport,
+    seen: set[str],
+    refused: list[str],
+) -> None:
+    """Account for a document the connector did not read because its token is unchanged."""
+    previous = known.get(doc_id)
+    if previous is None or previous.deleted:
+        raise RuntimeError(
+            f"connector reported {doc_id} unchanged, but it is not a live recorded document"
+        )
+    report.discovered += 1
+    report.unchanged += 1
+    seen.add(doc_id)
+    if previous.source_quarantined:
+        refused.append(doc_id)  # still refused: its bytes and metadata are the same
 
 
 def tombstone_removed_sources(

@@ -67,7 +67,6 @@ def test_source_paths_are_relative_to_the_sources_file(tmp_path: Path) -> None:
         "sources:\n  - {name: 1docs, path: docs}\n",  # bad name: leading digit
         "sources:\n  - {path: docs}\n",  # missing name
         "sources:\n  - {name: docs, connector: s3, path: docs}\n",  # unknown connector
-        "sources:\n  - {name: docs}\n",  # missing path
         "sources:\n  - {name: docs, path: docs}\n  - {name: docs, path: docs}\n",  # duplicate
     ],
 )
@@ -189,3 +188,39 @@ def test_validate_principals_accepts_users_and_groups_only() -> None:
     for bad in (["role:admin"], ["user:"], ["group:a b"], "user:a", [1]):
         with pytest.raises(ConfigurationError, match="here"):
             validate_principals(bad, "here")
+
+
+def test_connector_options_are_checked_per_source(tmp_path: Path) -> None:
+    """A filesystem source without `path`, or with an option of another connector, fails only
+    its own partition, with the field named; the other sources still load and scan."""
+    (tmp_path / "docs").mkdir()
+    path = write_sources(
+        tmp_path,
+        "sources:\n"
+        "  - {name: docs, path: docs, tenants: [acme]}\n"
+        "  - {name: nopath, tenants: [acme]}\n"
+        "  - {name: typo, path: docs, tenants: [acme], brnach: main}\n",
+    )
+    docs, nopath, typo = load_sources(path)
+    check_source(docs)
+    with pytest.raises(ConfigurationError, match="'path'"):
+        check_source(nopath)
+    with pytest.raises(ConfigurationError, match="unknown keys \\['brnach'\\]"):
+        check_source(typo)
+
+
+def test_source_level_access_defaults(tmp_path: Path) -> None:
+    """`tenant`/`acl`/`owner` on the source are its documents' defaults; `tenant` alone also
+    declares the one tenant it may publish into; a malformed one fails that source only."""
+    (tmp_path / "docs").mkdir()
+    path = write_sources(
+        tmp_path,
+        "sources:\n"
+        "  - {name: docs, path: docs, tenant: acme, acl: [group:eng]}\n"
+        "  - {name: bad, path: docs, tenant: acme, acl: [everyone]}\n",
+    )
+    docs, bad = load_sources(path)
+    assert docs.tenants == ("acme",)
+    assert docs.defaults == {"tenant": "acme", "acl": ["group:eng"]}
+    with pytest.raises(ConfigurationError, match="malformed principals"):
+        check_source(bad)

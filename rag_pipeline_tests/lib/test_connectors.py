@@ -10,13 +10,12 @@ import pytest
 import yaml
 
 from rag_pipeline.lib.catalog import ConfigurationError, SourceConfig
-from rag_pipeline.lib.connectors import (
-    DiscoveredDocument,
+from rag_pipeline.lib.connectors import DiscoveredDocument, source_fingerprint
+from rag_pipeline.lib.connectors.base import content_hash
+from rag_pipeline.lib.connectors.filesystem import (
     classify_content,
-    content_hash,
     load_sidecar,
     scan_filesystem_source,
-    source_fingerprint,
     stale_sidecar_entries,
 )
 

@@ -288,3 +288,10 @@ def test_sample_corpus_pdfs_exist() -> None:
         "travel-expense-policy.pdf",
     ]
     assert all(Path(path).read_bytes().startswith(b"%PDF-") for path in SAMPLE_PDFS)
+
+
+def test_every_supported_format_has_a_partitioner() -> None:
+    from rag_pipeline.lib.connectors.formats import MIME_TYPES
+    from rag_pipeline.lib.parsing import PARTITIONERS
+
+    assert set(MIME_TYPES.values()) == set(PARTITIONERS)

@@ -6,7 +6,7 @@ from rag_pipeline.defs.markdown import table
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import PostgresResource, SourceCatalogResource
 from rag_pipeline.lib.catalog import ConfigurationError
-from rag_pipeline.lib.connectors import scan_filesystem_source, stale_sidecar_entries
+from rag_pipeline.lib.connectors import ScanState, scan_source
 from rag_pipeline.lib.pipeline_store import current_quarantine, sync_source
 
 
@@ -23,27 +23,35 @@ def source_documents(
 ) -> dg.MaterializeResult:
     """Documents of one source, as found by its connector, with their raw bytes.
 
-    Each document has a stable id (`<source>:<path>`), uri, SHA-256 content hash, mime type,
-    owner, tenant and ACL principals from the source's sidecar metadata. New, changed, restored
-    and deleted documents are recorded as audit events, with the ACL each event leaves them
-    with; deleted ones are tombstoned. A file that cannot be ingested, or whose access metadata
-    is doubtful (a sidecar entry that does not match it exactly, a tenant the source may not
-    publish into, a malformed field), is quarantined with a reason instead of failing the run;
-    quarantine is re-evaluated on every scan. Only a problem of the whole source (missing
-    folder, no `tenants` in the sources file, unreadable sidecar) fails this partition.
+    The source's `connector:` (filesystem, git, wiki export, ticket export) lists its items; each
+    document has a stable id (`<source>:<item>`), uri, SHA-256 content hash, mime type, owner,
+    tenant and ACL principals, and what the connector knows of it (commit, page, ticket).
+    Connectors that can tell an unchanged item without reading it (git) skip its bytes.
+
+    New, changed, restored and deleted documents are recorded as audit events, with the ACL
+    each event leaves them with; deleted ones are tombstoned. An item that cannot be ingested,
+    or whose access metadata is doubtful (a sidecar entry that does not match it exactly, a
+    tenant the source may not publish into, a malformed field), is quarantined with a reason
+    instead of failing the run; quarantine is re-evaluated on every scan. Only a problem of the
+    whole source (missing folder or repository, no `tenants`, an unreadable sidecar or export)
+    fails this partition.
     """
     started = time.perf_counter()
     try:
         source = catalog.source(context.partition_key)
-        stale = stale_sidecar_entries(source)
-        if stale:
-            context.log.warning(f"sidecar entries without a file in {source.name}: {stale}")
-        documents = scan_filesystem_source(source, catalog.max_document_bytes)
+        state = ScanState(max_document_bytes=catalog.max_document_bytes)
         with postgres.connection() as conn:
             report = sync_source(
-                conn, source.name, documents, context.run_id, stale_sidecar_entries=stale
+                conn,
+                source.name,
+                scan_source(source, state),
+                context.run_id,
+                state=state,
+                connector=source.connector,
             )
             quarantine = current_quarantine(conn, source.name)
+        for warning in state.warnings:
+            context.log.warning(warning)
     except ConfigurationError as error:
         raise dg.Failure(str(error), allow_retries=False) from error
     quarantine_rows = [(q.doc_id, q.stage, q.reason_code, q.reason) for q in quarantine]
@@ -60,7 +68,9 @@ def source_documents(
             "documents_unchanged": report.unchanged,
             "documents_quarantined": len(quarantine_rows),
             "bytes_scanned": report.bytes_read,
-            "stale_sidecar_entries": dg.MetadataValue.json(stale),
+            "connector": source.connector,
+            "stale_sidecar_entries": dg.MetadataValue.json(state.stale_sidecar_entries),
+            "cursor": dg.MetadataValue.json(state.next_cursor or {}),
             "duration_s": round(time.perf_counter() - started, 3),
             "quarantine": dg.MetadataValue.json(
                 [
@@ -69,7 +79,8 @@ def source_documents(
                 ]
             ),
             "preview": dg.MetadataValue.md(
-                f"**{source.name}**: {report.discovered} files, {len(report.added)} added, "
+                f"**{source.name}** ({source.connector}): {report.discovered} items, "
+                f"{len(report.added)} added, "
                 f"{len(report.changed)} changed, {len(report.deleted)} deleted\n\n"
                 + (
                     table(("doc_id", "stage", "reason", "detail"), quarantine_rows)

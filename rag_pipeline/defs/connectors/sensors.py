@@ -15,11 +15,12 @@ def source_catalog_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Keep the `sources` partitions in line with the sources file and ingest changed sources.
 
-    A source whose folder listing (paths, sizes, modification times, modes) changed since the
-    last evaluation gets an ingestion run for its partition; sources removed from the file lose
-    their partition (the next `vector_index` tombstones their documents). Reads no file
-    contents, and no bad file or missing folder makes it fail: a folder that vanished gets a
-    run, which fails that one partition with the reason.
+    A source whose connector fingerprint changed since the last evaluation (a folder's listing
+    of paths, sizes, modification times and modes; a repository's commit; an export's files)
+    gets an ingestion run for its partition; sources removed from the file lose their partition
+    (the next `vector_index` tombstones their documents). Reads no document contents, and no
+    bad item or missing folder makes it fail: a source that vanished gets a run, which fails
+    that one partition with the reason.
     """
     try:
         sources = catalog.sources()

@@ -12,7 +12,9 @@ a mapping of `defaults` and `documents` (or `defaults` has an unknown key).
 
 Access metadata, and how it fails closed:
 
-- `defaults` in `_metadata.yaml` apply to every file of the source. A `documents` entry applies
+- The source's own defaults (`tenant`, `acl`, `owner` in its `sources.yaml` entry) apply to every
+  file; `defaults` in `_metadata.yaml` override them field by field (so a source needs no
+  sidecar at all) and also apply to every file. A `documents` entry applies
   to the file whose path (relative to the source folder, `/`-separated) is exactly its key, and
   overrides the defaults field by field.
 - Owner rule: a per-document `acl` replaces both the defaults' `acl` and the defaults' `owner`.
@@ -41,136 +43,39 @@ are not UTF-8 are written as `\\xNN` escapes (deterministically), and the file i
 
 from __future__ import annotations
 
-import codecs
 import errno
 import hashlib
-import json
 import os
 import stat
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import yaml
 
-from rag_pipeline.lib.catalog import (
-    ConfigurationError,
-    SourceConfig,
-    check_source,
-    validate_principals,
+from rag_pipeline.lib.catalog import ConfigurationError, SourceConfig, check_source
+from rag_pipeline.lib.connectors.access import (
+    METADATA_KEYS,
+    access_problem,
+    resolve_metadata,
 )
+from rag_pipeline.lib.connectors.base import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    EPOCH,
+    UNREAD_CONTENT_HASH,
+    DiscoveredDocument,
+    QuarantineReason,
+    ScanState,
+    content_hash,
+)
+from rag_pipeline.lib.connectors.formats import TEXT_MIME_TYPES, mime_type_for, supported_suffixes
 
 SIDECAR_FILE = "_metadata.yaml"
-DEFAULT_MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
-MIME_TYPES = {
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".txt": "text/plain",
-    ".text": "text/plain",
-    ".pdf": "application/pdf",
-}
-TEXT_MIME_TYPES = {"text/markdown", "text/html", "text/plain"}
-METADATA_KEYS = ("title", "owner", "acl", "tenant", "updated_at", "encoding")
 _SIDECAR_KEYS = {"defaults", "documents"}
-# Reasons that mean the pipeline cannot trust who may read a file: such a document is recorded
-# with an empty ACL and no owner, so that no index version, old or new, serves it to anyone.
-ACCESS_UNCERTAIN_CODES = frozenset(
-    {
-        "invalid_file_name",
-        "sidecar_mismatch",
-        "invalid_metadata",
-        "invalid_acl",
-        "unknown_encoding",
-        "no_tenant",
-        "tenant_not_allowed",
-    }
-)
-# Stands in for the SHA-256 of a file whose bytes could not be read. Not a hex digest, so it can
-# never equal a real content hash (rename detection compares them).
-UNREAD_CONTENT_HASH = "unread"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class QuarantineReason:
-    code: str
-    message: str
-
-
-@dataclass
-class DiscoveredDocument:
-    doc_id: str
-    source: str
-    uri: str
-    relative_path: str
-    content_hash: str
-    byte_size: int
-    mime_type: str | None
-    encoding: str | None
-    owner: str | None
-    tenant: str
-    acl_principals: tuple[str, ...]
-    title: str | None
-    updated_at: datetime
-    content: bytes | None = field(repr=False, default=None)
-    quarantine: QuarantineReason | None = None
-    # Whether `_metadata.yaml` has an entry for exactly this path (rename detection needs it).
-    has_sidecar_entry: bool = False
-
-    @property
-    def metadata_hash(self) -> str:
-        """Hash of everything but the bytes, so ACL or title changes are detected on their own."""
-        fields = [self.title, self.owner, self.tenant, sorted(self.acl_principals), self.encoding]
-        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
-
-    def quarantined(self, reason: QuarantineReason) -> DiscoveredDocument:
-        """This document refused for `reason`; access-uncertain reasons also drop its ACL."""
-        closed = reason.code in ACCESS_UNCERTAIN_CODES
-        return DiscoveredDocument(
-            doc_id=self.doc_id,
-            source=self.source,
-            uri=self.uri,
-            relative_path=self.relative_path,
-            content_hash=self.content_hash,
-            byte_size=self.byte_size,
-            mime_type=self.mime_type,
-            encoding=self.encoding,
-            owner=None if closed else self.owner,
-            tenant=self.tenant,
-            acl_principals=() if closed else self.acl_principals,
-            title=self.title,
-            updated_at=self.updated_at,
-            content=None,
-            quarantine=reason,
-            has_sidecar_entry=self.has_sidecar_entry,
-        )
-
-
-@dataclass(frozen=True)
-class DocumentMetadata:
-    """The sidecar metadata of one file, validated, after the owner rule was applied."""
-
-    title: str | None = None
-    owner: str | None = None
-    acl: tuple[str, ...] = ()
-    tenant: str = ""
-    updated_at: datetime | None = None
-    encoding: str | None = None
-
-
-class _InvalidFieldError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = QuarantineReason(code, message)
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+_EPOCH = EPOCH
 
 
 def _hash_stream(handle: BinaryIO) -> str:
@@ -215,152 +120,6 @@ def load_sidecar(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{path}: entry 'defaults' has unknown keys {unknown}; known: {list(METADATA_KEYS)}"
         )
     return defaults, {str(key): value for key, value in documents.items()}
-
-
-def _type_name(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
-def _title(value: Any, where: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise _InvalidFieldError(
-        "invalid_metadata", f"{where}.title must be a string (got {_type_name(value)})"
-    )
-
-
-def _owner(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _InvalidFieldError(
-            "invalid_acl",
-            f"{where}.owner must be one 'user:<id>' or 'group:<id>' principal "
-            f"(got {_type_name(value)})",
-        )
-    try:
-        validate_principals([value], f"{where}.owner")
-    except ConfigurationError as error:
-        raise _InvalidFieldError("invalid_acl", str(error)) from error
-    return value
-
-
-def _acl(value: Any, where: str) -> tuple[str, ...]:
-    # A present but empty `acl:` (null) is refused rather than read as "no ACL": its intent is
-    # unclear, and an entry's acl replaces the defaults.
-    try:
-        return validate_principals(value, f"{where}.acl")
-    except ConfigurationError as error:
-        raise _InvalidFieldError("invalid_acl", f"{error} (got {_type_name(value)})") from error
-
-
-def _tenant(value: Any, where: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.strip():
-        return value
-    raise _InvalidFieldError(
-        "invalid_metadata",
-        f"{where}.tenant must be a non-empty string (got {_type_name(value)})",
-    )
-
-
-def _updated_at(value: Any, where: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):  # YAML reads an unquoted 2026-03-01 as a date
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise _InvalidFieldError(
-        "invalid_metadata",
-        f"{where}.updated_at must be an ISO 8601 timestamp such as '2026-03-01T12:00:00Z' "
-        f"(got {_type_name(value)})",
-    )
-
-
-def _encoding(value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _InvalidFieldError(
-            "invalid_metadata",
-            f"{where}.encoding must be the name of a text encoding such as 'cp1252' "
-            f"(got {_type_name(value)})",
-        )
-    try:
-        info = codecs.lookup(value)
-    except LookupError:
-        raise _InvalidFieldError("unknown_encoding", f"unknown encoding {value!r}") from None
-    # Codecs such as base64 or rot13 exist but do not turn bytes into text.
-    if not getattr(info, "_is_text_encoding", True):
-        raise _InvalidFieldError("unknown_encoding", f"{value!r} is not a text encoding")
-    return value
-
-
-def resolve_metadata(
-    defaults: Mapping[str, Any], entry: Any, relative_path: str
-) -> tuple[DocumentMetadata, QuarantineReason | None]:
-    """The validated metadata of one file (defaults, then its entry), or why it is refused.
-
-    A refused file gets empty metadata: nothing of a malformed entry is trusted.
-    """
-    entry_where = f"{SIDECAR_FILE}: documents[{relative_path!r}]"
-    if entry is None:
-        entry = {}
-    elif not isinstance(entry, dict):
-        return DocumentMetadata(), QuarantineReason(
-            "invalid_metadata",
-            f"{entry_where} must be a mapping of {list(METADATA_KEYS)} (got {_type_name(entry)})",
-        )
-    unknown = sorted(str(key) for key in set(entry) - set(METADATA_KEYS))
-    if unknown:
-        # A misspelt key (`acls:`) must not quietly leave the defaults in force.
-        return DocumentMetadata(), QuarantineReason(
-            "invalid_metadata",
-            f"{entry_where} has unknown keys {unknown}; known: {list(METADATA_KEYS)}",
-        )
-
-    def effective(key: str) -> tuple[Any, str]:
-        if key in entry:
-            return entry[key], entry_where
-        return defaults.get(key), f"{SIDECAR_FILE}: defaults"
-
-    try:
-        title = _title(*effective("title"))
-        if "acl" in entry:
-            # Owner rule: a document's own ACL replaces the defaults' ACL and owner alike.
-            acl = _acl(entry["acl"], entry_where)
-            owner = _owner(entry.get("owner"), entry_where)
-        else:
-            acl_value, acl_where = effective("acl")
-            acl = () if acl_value is None and "acl" not in defaults else _acl(acl_value, acl_where)
-            owner = _owner(*effective("owner"))
-        tenant = _tenant(*effective("tenant"))
-        updated_at = _updated_at(*effective("updated_at"))
-        encoding = _encoding(*effective("encoding"))
-    except _InvalidFieldError as invalid:
-        return DocumentMetadata(), invalid.reason
-    if owner is not None and owner not in acl:
-        acl = (*acl, owner)
-    return (
-        DocumentMetadata(
-            title=title,
-            owner=owner,
-            acl=tuple(sorted(set(acl))),
-            tenant=tenant,
-            updated_at=updated_at,
-            encoding=encoding,
-        ),
-        None,
-    )
 
 
 @dataclass(frozen=True)
@@ -589,7 +348,7 @@ def _discover(
     relative = listed.relative
     has_entry = listed.name_valid and relative in entries
     suffix = PurePosixPath(relative).suffix.lower()
-    mime_type = MIME_TYPES.get(suffix)
+    mime_type = mime_type_for(relative)
     read = (
         _ReadResult(None, UNREAD_CONTENT_HASH, 0, _EPOCH, listed.problem)
         if listed.problem
@@ -625,20 +384,7 @@ def _discover(
         )
     if reason is None and not has_entry:
         reason = matcher.mismatch(relative)
-    reason = reason or meta_problem
-    if reason is None and not meta.tenant:
-        reason = QuarantineReason("no_tenant", f"no tenant declared in {SIDECAR_FILE}")
-    if reason is None and meta.tenant not in (source.tenants or ()):
-        reason = QuarantineReason(
-            "tenant_not_allowed",
-            f"tenant {meta.tenant!r} is not among the tenants source {source.name!r} may "
-            f"publish into ({list(source.tenants or ())}, `tenants` in the sources file)",
-        )
-    if reason is None and not meta.acl:
-        # Permission safety: a document nobody is explicitly granted is never served.
-        reason = QuarantineReason(
-            "no_access_control", f"neither 'acl' nor 'owner' declared in {SIDECAR_FILE}"
-        )
+    reason = reason or meta_problem or access_problem(source, meta, SIDECAR_FILE)
     if reason is None and read.content is None:
         reason = QuarantineReason(
             "too_large",
@@ -649,7 +395,7 @@ def _discover(
         reason = QuarantineReason(
             "unsupported_format",
             f"unsupported file type {suffix or '(no extension)'!r}; "
-            f"supported: {sorted(MIME_TYPES)}",
+            f"supported: {supported_suffixes()}",
         )
     if reason is None and read.content is not None:
         reason = classify_content(read.content, mime_type, meta.encoding)
@@ -665,7 +411,8 @@ def scan_filesystem_source(
     module docstring.
     """
     check_source(source)
-    defaults, entries = load_sidecar(source.path)
+    sidecar_defaults, entries = load_sidecar(source.path)
+    defaults = {**source.defaults, **sidecar_defaults}
     listing = _list_files(source.path)
     present = {listed.relative for listed in listing if listed.name_valid}
     matcher = _SidecarMatcher(set(entries) - present)
@@ -718,3 +465,26 @@ def source_fingerprint(source: SourceConfig) -> str:
 
     visit(os.fsencode(source.path), b"")
     return digest.hexdigest()
+
+
+class FilesystemConnector:
+    """`connector: filesystem`: every file under `path`, access metadata from `_metadata.yaml`."""
+
+    name: ClassVar[str] = "filesystem"
+    option_keys: ClassVar[frozenset[str]] = frozenset({"path"})
+
+    def validate(self, source: SourceConfig) -> None:
+        if source.path is None:
+            raise ConfigurationError(f"{source.where}: 'path' (the folder to index) is required")
+        if not source.path.is_dir():
+            raise ConfigurationError(f"{source.where}: folder {source.path} does not exist")
+
+    def scan(self, source: SourceConfig, state: ScanState) -> Iterator[DiscoveredDocument]:
+        stale = stale_sidecar_entries(source)
+        state.stale_sidecar_entries.extend(stale)
+        if stale:
+            state.warnings.append(f"sidecar entries without a file in {source.name}: {stale}")
+        yield from scan_filesystem_source(source, state.max_document_bytes)
+
+    def fingerprint(self, source: SourceConfig) -> str:
+        return source_fingerprint(source)
