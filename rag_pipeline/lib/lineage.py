@@ -1,8 +1,9 @@
 """Trace a search hit back to the exact source bytes, for auditors.
 
-A chunk leads to its document version (content hash), the stored bytes (re-hashed here to prove
-they are the bytes that were parsed), the parsed elements it was cut from, the index versions
-that served it, and the document's audit events.
+A chunk leads to its document version (content hash) and what its connector recorded of that
+version (a git commit and path, a wiki page id and breadcrumbs, a ticket key), the stored bytes
+(re-hashed here to prove they are the bytes that were parsed), the parsed elements it was cut
+from, the index versions that served it, and the document's audit events.
 
 Only for a reader who may read the document now (`rag.readable_documents`: not deleted, metadata
 accepted, same tenant, ACL names one of their principals). Anyone else gets the same error as for
@@ -45,7 +46,14 @@ def _trace(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> dict[
                e.sha256_verified,
                -- Redacted elements (parsed ones only for a chunk written without redaction).
                e.elements,
-               c.injection, c.injection_score, c.injection_reasons
+               c.injection, c.injection_score, c.injection_reasons,
+               -- What the connector recorded with this very version (commit, page, ticket),
+               -- else what it knows of the current one.
+               COALESCE((SELECT ev.detail -> 'source_metadata' FROM rag.document_events ev
+                         WHERE ev.doc_id = c.doc_id AND ev.content_hash = c.content_hash
+                           AND ev.detail ? 'source_metadata'
+                         ORDER BY ev.event_id DESC LIMIT 1),
+                        d.source_metadata) AS source_metadata
         FROM rag.chunks c
         JOIN rag.documents d ON d.doc_id = c.doc_id
         JOIN rag.chunk_source_evidence(c.chunk_id) e ON true
@@ -84,6 +92,7 @@ def _trace(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> dict[
         injection,
         injection_score,
         injection_reasons,
+        source_metadata,
     ) = row
     versions = conn.execute(
         "SELECT m.version_id, v.status FROM rag.index_version_chunks m"
@@ -123,6 +132,7 @@ def _trace(conn: psycopg.Connection, chunk_id: str, access: UserAccess) -> dict[
             "acl_principals": list(acl),
             "content_hash": content_hash,
             "is_current_version": current_hash == content_hash and deleted_at is None,
+            "source_metadata": source_metadata or {},
         },
         "source_bytes": {
             "stored": bool(stored),

@@ -153,6 +153,9 @@ def _detect_rename(
 
 def _event_detail(doc: DiscoveredDocument, previous: _KnownDocument | None) -> Jsonb | None:
     detail: dict[str, object] = {}
+    if doc.source_metadata:
+        # Per version: lineage of an older chunk shows the commit or export it came from.
+        detail["source_metadata"] = dict(doc.source_metadata)
     if doc.quarantine is not None:
         detail["quarantine"] = {"code": doc.quarantine.code, "reason": doc.quarantine.message}
     if previous is not None and (previous.tenant, previous.acl_principals) != (
