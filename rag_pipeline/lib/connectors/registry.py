@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from rag_pipeline.lib.connectors.base import Connector
+from rag_pipeline.lib.connectors.confluence import ConfluenceExportConnector
 from rag_pipeline.lib.connectors.filesystem import FilesystemConnector
+from rag_pipeline.lib.connectors.git import GitConnector
+from rag_pipeline.lib.connectors.tickets import TicketExportConnector
 
 CONNECTORS: dict[str, Connector] = {
-    connector.name: connector for connector in (FilesystemConnector(),)
+    connector.name: connector
+    for connector in (
+        FilesystemConnector(),
+        GitConnector(),
+        TicketExportConnector(),
+        ConfluenceExportConnector(),
+    )
 }
 
 

@@ -1,0 +1,607 @@
+"""The Confluence export connector alone: pages, breadcrumbs, attachments, restrictions, quarantine.
+
+Every test builds a Confluence-style HTML space export in `tmp_path` with `write_export` (the
+same markup as Confluence's "Export space -> HTML": breadcrumbs, `#title-text`,
+`.page-metadata`, `#main-content`, an attachments section, comments and footer) and scans it
+with a `ScanState`, without Postgres.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import tracemalloc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rag_pipeline.lib.catalog import SAMPLE_CORPUS_DIR, ConfigurationError, SourceConfig
+from rag_pipeline.lib.catalog import load_sources as load_sources_file
+from rag_pipeline.lib.chunking import ChunkingConfig, chunk_document
+from rag_pipeline.lib.connectors import DiscoveredDocument, ScanState, scan_source
+from rag_pipeline.lib.connectors.base import content_hash
+from rag_pipeline.lib.connectors.confluence import ConfluenceExportConnector
+from rag_pipeline.lib.parsing import parse_document
+
+SPACE_NAME = "Globex Operations"
+CONNECTOR = ConfluenceExportConnector()
+SPACE_ACL = ["group:globex-all", "group:globex-finance"]
+
+
+class WordCounter:
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+
+@dataclass
+class Page:
+    """One page of a test export; `file_name` defaults to Confluence's `<Title>_<id>.html`."""
+
+    page_id: int
+    title: str
+    body: str
+    parents: Sequence[int] = ()
+    modified: str = "Mar 01, 2026"
+    attachments: Sequence[tuple[str, str, bytes]] = ()  # (file, shown name, bytes)
+    file_name: str | None = None
+    # Breadcrumb links other than the parent's file name ("": an item without a link).
+    breadcrumb_hrefs: dict[int, str] = field(default_factory=dict)
+
+    def name(self) -> str:
+        return self.file_name or f"{self.title.replace(' ', '-')}_{self.page_id}.html"
+
+
+def page_html(page: Page, titles: dict[int, str], space_name: str = SPACE_NAME) -> str:
+    """A page file as Confluence's HTML export writes it."""
+    crumbs = "".join(
+        crumb(page.breadcrumb_hrefs.get(parent, file_of(parent, titles)), titles[parent])
+        for parent in page.parents
+    )
+    attachments = "".join(
+        f'<img src="images/icons/bullet_blue.gif" height="8" width="8" alt=""/>'
+        f'<a href="attachments/{page.page_id}/{file}">{html.escape(shown)}</a> (text/plain)<br/>\n'
+        for file, shown, _ in page.attachments
+    )
+    attachment_section = (
+        '<div class="pageSection group"><div class="pageSectionHeader">'
+        '<h2 id="attachments" class="pageSectionTitle">Attachments:</h2></div>'
+        f'<div class="greybox" align="left">{attachments}</div></div>'
+        if attachments
+        else ""
+    )
+    title = html.escape(page.title)
+    return f"""<!DOCTYPE html>
+<html>
+    <head>
+        <title>{space_name} : {title}</title>
+        <link rel="stylesheet" href="styles/site.css" type="text/css" />
+        <META http-equiv="Content-Type" content="text/html; charset=UTF-8">
+    </head>
+    <body class="theme-default aui-theme-default">
+        <div id="page">
+            <div id="main" class="aui-page-panel">
+                <div id="main-header">
+                    <div id="breadcrumb-section">
+                        <ol id="breadcrumbs">
+                            <li class="first">
+                                <span><a href="index.html">{space_name}</a></span>
+                            </li>
+                            {crumbs}
+                        </ol>
+                    </div>
+                    <h1 id="title-heading" class="pagetitle">
+                        <span id="title-text">
+                            {space_name} : {title}
+                        </span>
+                    </h1>
+                </div>
+                <div id="content" class="view">
+                    <div class="page-metadata">
+                        Created by <span class='author'> Erin Walsh</span>, last modified by
+                        <span class='editor'> Grace Okafor</span> on {page.modified}
+                    </div>
+                    <div id="main-content" class="wiki-content group">
+                    {page.body}
+                    </div>
+                    {attachment_section}
+                    <div class="pageSection group">
+                        <div class="pageSectionHeader">
+                            <h2 id="comments" class="pageSectionTitle">Comments:</h2>
+                        </div>
+                        <p>Comment by Frank: please add the depot phone numbers.</p>
+                    </div>
+                </div>
+            </div>
+            <div id="footer" role="contentinfo">
+                <section class="footer-body">
+                    <p>Document generated by Confluence on Mar 05, 2026 10:00</p>
+                </section>
+            </div>
+        </div>
+    </body>
+</html>
+"""
+
+
+def crumb(href: str, title: str) -> str:
+    """One breadcrumb item; an empty `href` shows the ancestor without a link."""
+    shown = html.escape(title)
+    if not href:
+        return f"<li><span>{shown}</span></li>\n"
+    return f'<li><span><a href="{href}">{shown}</a></span></li>\n'
+
+
+def file_of(page_id: int, titles: dict[int, str]) -> str:
+    return f"{titles[page_id].replace(' ', '-')}_{page_id}.html"
+
+
+def index_html(key: str, name: str, pages: Iterable[Page]) -> str:
+    tree = "".join(
+        f'<li><a href="{page.name()}">{html.escape(page.title)}</a></li>' for page in pages
+    )
+    return f"""<!DOCTYPE html>
+<html><head><title>{name}</title></head><body><div id="content" class="view">
+<div class="pageSection"><div class="pageSectionHeader">
+<h2 class="pageSectionTitle">Space Details:</h2></div>
+<table class="confluenceTable">
+<tr><th class="confluenceTh">Key:</th><td class="confluenceTd">{key}</td></tr>
+<tr><th class="confluenceTh">Name:</th><td class="confluenceTd">{name}</td></tr>
+</table></div>
+<div class="pageSection"><div class="pageSectionHeader">
+<h2 class="pageSectionTitle">Available Pages:</h2></div><ul>{tree}</ul></div>
+</div></body></html>
+"""
+
+
+def write_export(
+    root: Path,
+    pages: Sequence[Page],
+    permissions: dict[str, Any] | None = None,
+    key: str = "GLOPS",
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    titles = {page.page_id: page.title for page in pages}
+    (root / "index.html").write_text(index_html(key, SPACE_NAME, pages), encoding="utf-8")
+    (root / "styles").mkdir(exist_ok=True)
+    (root / "styles" / "site.css").write_text("body { color: #333; }\n")
+    for page in pages:
+        (root / page.name()).write_text(page_html(page, titles), encoding="utf-8")
+        for file, _, data in page.attachments:
+            target = root / "attachments" / str(page.page_id) / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    if permissions is not None:
+        (root / "permissions.yaml").write_text(yaml.safe_dump(permissions), encoding="utf-8")
+    return root
+
+
+def make_source(root: Path, export: Path, **options: Any) -> SourceConfig:
+    return SourceConfig(
+        name="wiki",
+        connector="confluence",
+        path=export,
+        tenants=("globex",),
+        defaults={"tenant": "globex", "acl": ["group:globex-all"]},
+        options=options,
+        base_dir=root,
+    )
+
+
+def scan(source: SourceConfig, **state: Any) -> dict[str, DiscoveredDocument]:
+    return {doc.doc_id: doc for doc in scan_source(source, ScanState(**state))}
+
+
+def code(document: DiscoveredDocument) -> str | None:
+    return document.quarantine.code if document.quarantine else None
+
+
+HOME = Page(
+    65537,
+    "Operations Home",
+    "<p>The operations handbook of Globex Logistics.</p>"
+    '<p>Start with <a href="Fleet-Telematics_65539.html">Fleet Telematics</a>.</p>',
+)
+FLEET = Page(
+    65539,
+    "Fleet Telematics",
+    "<h2>Data flow</h2><p>Units report to the telematics gateway every 30 seconds.</p>"
+    '<p>Outages: see <a href="Old-Gateway-Notes_65540.html#Symptoms">the runbook</a>, '
+    '<a href="https://status.example.com/">the status page</a> and '
+    '<a href="attachments/65540/98305.txt">the checklist</a>.</p>',
+    parents=(65537,),
+)
+RUNBOOK = Page(
+    65540,
+    "Telematics Gateway Outage Runbook",
+    '<div class="toc-macro"><ul><li><a href="#Symptoms">Symptoms</a></li></ul></div>'
+    "<style>.x { color: red; }</style>"
+    "<h1>Symptoms</h1><p>Every truck shows as last seen more than 5 minutes ago.</p>"
+    "<h2>Restart</h2><p>Restart gw-fra-1, then gw-fra-2.</p>"
+    "<h1>After recovery</h1><p>Buffered messages replay for up to 40 minutes.</p>",
+    parents=(65537, 65539),
+    modified="Sep 08, 2026",
+    attachments=(
+        ("98305.txt", "gateway-restart-checklist.txt", b"1. Check the LTE provider.\n"),
+        ("98306.png", "data-flow.png", b"\x89PNG\r\n\x1a\n"),
+    ),
+    # A renamed page keeps its id: the file name's title part is not the title.
+    file_name="Old-Gateway-Notes_65540.html",
+)
+FINANCE = Page(
+    65542,
+    "Finance Controls",
+    "<p>Approval limits for operating expenses.</p>",
+    parents=(65537,),
+)
+FUEL = Page(
+    65543,
+    "Fuel Card Reconciliation",
+    "<p>Fuel purchases are matched against telematics positions.</p>",
+    parents=(65537, 65542),
+)
+RESTRICTED = {
+    "space": {"acl": SPACE_ACL},
+    "pages": {65542: {"acl": ["group:globex-finance"]}},
+}
+
+
+def test_pages_become_documents_with_page_titles_breadcrumbs_and_links(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export", [HOME, FLEET, RUNBOOK])
+    state = ScanState()
+    documents = {doc.doc_id: doc for doc in scan_source(make_source(tmp_path, export), state)}
+    # Without a permissions file every page gets the source's ACL: the run log says so.
+    assert [warning for warning in state.warnings if "no permissions file" in warning]
+
+    runbook = documents["wiki:pages/65540"]
+    assert runbook.quarantine is None
+    assert runbook.title == "Telematics Gateway Outage Runbook"
+    assert runbook.relative_path == "pages/65540"
+    assert runbook.mime_type == "text/html"
+    assert runbook.uri == (export / "Old-Gateway-Notes_65540.html").as_uri()
+    assert runbook.updated_at == datetime(2026, 9, 8, tzinfo=UTC)
+    assert runbook.content is not None
+    assert runbook.content_hash == content_hash(runbook.content)
+    assert runbook.source_metadata["space"] == "GLOPS"
+    assert runbook.source_metadata["breadcrumbs"] == [
+        {"page_id": "65537", "title": "Operations Home"},
+        {"page_id": "65539", "title": "Fleet Telematics"},
+    ]
+    text = runbook.content.decode()
+    assert text.count("<h1>") == 1 and "<h1>Telematics Gateway Outage Runbook</h1>" in text
+    for left_out in (
+        "Comment by Frank",
+        "Document generated",
+        "Erin Walsh",
+        "Grace Okafor",
+        "Attachments:",
+        "index.html",
+        "color: red",
+    ):
+        assert left_out not in text
+
+    fleet = documents["wiki:pages/65539"]
+    # Another page (with an anchor) counts; an external URL and an attachment do not.
+    assert fleet.source_metadata["links"] == ["65540"]
+    assert documents["wiki:pages/65537"].source_metadata["links"] == ["65539"]
+    assert documents["wiki:pages/65537"].source_metadata["breadcrumbs"] == []
+    assert set(documents) == {
+        "wiki:pages/65537",
+        "wiki:pages/65539",
+        "wiki:pages/65540",
+        "wiki:pages/65540/attachments/98305.txt",
+    }, "index.html is the space overview, not a page"
+
+
+def test_heading_paths_start_with_the_page_title(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export", [HOME, FLEET, RUNBOOK])
+    runbook = scan(make_source(tmp_path, export))["wiki:pages/65540"]
+    assert runbook.content is not None and runbook.title is not None
+    parsed = parse_document(runbook.content, "text/html", declared_title=runbook.title)
+    # A budget this small keeps each section in a chunk of its own.
+    small = ChunkingConfig(max_tokens=24, special_tokens=2, min_tokens=2)
+    chunks = chunk_document(parsed.title, parsed.elements, WordCounter(), small)
+    paths = {chunk.heading_path for chunk in chunks}
+    assert all(path[0] == "Telematics Gateway Outage Runbook" for path in paths)
+    # The body's own h1 sections sit below the page title, its h2 below them; the table of
+    # contents is gone, so "Symptoms" is a heading and nothing else.
+    assert ("Telematics Gateway Outage Runbook", "Symptoms", "Restart") in paths
+    assert ("Telematics Gateway Outage Runbook", "After recovery") in paths
+    assert sum(element.text == "Symptoms" for element in parsed.elements) == 1
+
+
+def test_attachments_get_their_pages_access_and_unsupported_ones_are_only_listed(
+    tmp_path: Path,
+) -> None:
+    export = write_export(tmp_path / "export", [HOME, FLEET, RUNBOOK])
+    documents = scan(make_source(tmp_path, export))
+    checklist = documents["wiki:pages/65540/attachments/98305.txt"]
+    page = documents["wiki:pages/65540"]
+    assert checklist.quarantine is None
+    assert checklist.content == b"1. Check the LTE provider.\n"
+    assert checklist.mime_type == "text/plain"
+    assert checklist.title == "gateway-restart-checklist.txt"
+    assert checklist.source_metadata["page_id"] == "65540"
+    assert checklist.source_metadata["attachment_of"] == "wiki:pages/65540"
+    assert (checklist.tenant, checklist.acl_principals) == (page.tenant, page.acl_principals)
+    listed = {entry["file"]: entry for entry in page.source_metadata["attachments"]}
+    assert listed["98305.txt"]["indexed"] is True
+    assert listed["98306.png"] == {
+        "file": "98306.png",
+        "name": "data-flow.png",
+        "mime_type": None,
+        "in_export": True,
+        "indexed": False,
+        "doc_id": None,
+    }
+
+    without = scan(make_source(tmp_path, export, attachments=False))
+    assert not [doc_id for doc_id in without if "/attachments/" in doc_id]
+    listed = without["wiki:pages/65540"].source_metadata["attachments"]
+    assert [entry["indexed"] for entry in listed] == [False, False]
+
+
+def test_a_restricted_parent_restricts_its_children_by_intersection(tmp_path: Path) -> None:
+    restricted_attachment = Page(
+        FUEL.page_id,
+        FUEL.title,
+        FUEL.body,
+        FUEL.parents,
+        attachments=(("1.txt", "fuel.txt", b"Card limits per depot.\n"),),
+    )
+    export = write_export(
+        tmp_path / "export", [HOME, FLEET, FINANCE, restricted_attachment], RESTRICTED
+    )
+    state = ScanState()
+    documents = {doc.doc_id: doc for doc in scan_source(make_source(tmp_path, export), state)}
+    assert state.warnings == []
+
+    # The space ACL from the permissions file replaces the source's default ACL.
+    assert documents["wiki:pages/65539"].acl_principals == tuple(SPACE_ACL)
+    assert documents["wiki:pages/65539"].source_metadata["restricted_by"] == []
+    finance = documents["wiki:pages/65542"]
+    fuel = documents["wiki:pages/65543"]
+    assert finance.acl_principals == ("group:globex-finance",)
+    # The child has no restriction of its own: it inherits its parent's.
+    assert fuel.quarantine is None
+    assert fuel.acl_principals == ("group:globex-finance",)
+    assert fuel.source_metadata["restricted_by"] == ["65542"]
+    attachment = documents["wiki:pages/65543/attachments/1.txt"]
+    assert attachment.acl_principals == ("group:globex-finance",)
+
+
+def test_a_restriction_outside_the_space_acl_leaves_nobody_and_quarantines(
+    tmp_path: Path,
+) -> None:
+    permissions = {
+        "space": {"acl": SPACE_ACL},
+        "pages": {
+            65542: {"acl": ["group:globex-finance"]},
+            # Intersected with the parent's restriction: nobody is in both.
+            65543: {"acl": ["group:globex-all"]},
+        },
+    }
+    export = write_export(tmp_path / "export", [HOME, FINANCE, FUEL], permissions)
+    fuel = scan(make_source(tmp_path, export))["wiki:pages/65543"]
+    assert code(fuel) == "no_access_control"
+    assert fuel.acl_principals == () and fuel.owner is None and fuel.content is None
+
+    # Without the space naming the finance group, even the parent page has nobody left.
+    export = write_export(
+        tmp_path / "narrow", [HOME, FINANCE], {"pages": {65542: {"acl": ["group:globex-finance"]}}}
+    )
+    documents = scan(make_source(tmp_path, export))
+    assert code(documents["wiki:pages/65542"]) == "no_access_control"
+    assert documents["wiki:pages/65537"].acl_principals == ("group:globex-all",)
+
+
+def test_unresolvable_ancestor_restrictions_fail_closed(tmp_path: Path) -> None:
+    # The breadcrumb to the parent names no page id, and restrictions exist: the parent may be
+    # the restricted page, so the child cannot be given the space ACL.
+    orphan_crumb = Page(
+        FUEL.page_id,
+        FUEL.title,
+        FUEL.body,
+        FUEL.parents,
+        breadcrumb_hrefs={65542: "Finance-Controls.html"},
+    )
+    export = write_export(tmp_path / "export", [HOME, FINANCE, orphan_crumb], RESTRICTED)
+    fuel = scan(make_source(tmp_path, export))["wiki:pages/65543"]
+    assert code(fuel) == "invalid_acl"
+    assert fuel.acl_principals == ()
+    # The same for an ancestor shown without a link.
+    unlinked = replace(orphan_crumb, breadcrumb_hrefs={65542: ""})
+    export = write_export(tmp_path / "unlinked", [HOME, FINANCE, unlinked], RESTRICTED)
+    fuel = scan(make_source(tmp_path, export))["wiki:pages/65543"]
+    assert code(fuel) == "invalid_acl"
+    assert fuel.source_metadata["breadcrumbs"][1] == {"page_id": None, "title": "Finance Controls"}
+
+    # A malformed restriction on the parent quarantines the parent and everything below it.
+    broken = {"space": {"acl": SPACE_ACL}, "pages": {65542: {"acl": "group:globex-finance"}}}
+    export = write_export(tmp_path / "broken", [HOME, FINANCE, FUEL], broken)
+    documents = scan(make_source(tmp_path, export))
+    assert code(documents["wiki:pages/65542"]) == "invalid_acl"
+    assert code(documents["wiki:pages/65543"]) == "invalid_acl"
+    assert documents["wiki:pages/65543"].acl_principals == ()
+    assert documents["wiki:pages/65537"].quarantine is None
+
+
+def test_a_restricted_ancestor_missing_from_the_export_still_restricts(tmp_path: Path) -> None:
+    # Finance Controls itself was not exported; its child's breadcrumb still names its id.
+    export = write_export(tmp_path / "export", [HOME, FINANCE, FUEL], RESTRICTED)
+    (export / FINANCE.name()).unlink()
+    documents = scan(make_source(tmp_path, export))
+    assert "wiki:pages/65542" not in documents
+    assert documents["wiki:pages/65543"].acl_principals == ("group:globex-finance",)
+
+
+def test_a_malformed_page_is_quarantined_alone(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export", [HOME, FLEET])
+    (export / "Broken-Page_70001.html").write_text(
+        "<html><body><div id='breadcrumbs'></div><span id='title-text'>Ops : Broken</span>"
+        "<p>No body.</p></body></html>"
+    )
+    (export / "Latin1-Page_70002.html").write_bytes(
+        page_html(Page(70002, "Déjà vu", "<p>Crème brûlée</p>"), {}).encode("latin-1")
+    )
+    (export / "notes.html").write_text(page_html(Page(0, "Notes", "<p>Loose notes.</p>"), {}))
+    (export / "Empty-Page_70003.html").write_text(page_html(Page(70003, "Empty", "  "), {}))
+    # An older export's file name without the id: the page's own markup gives it.
+    (export / "Depot-Contacts.html").write_text(
+        page_html(Page(0, "Depot Contacts", "<p>Hamburg depot: extension 4401.</p>"), {}).replace(
+            "<head>", '<head><meta name="ajs-page-id" content="70004">'
+        )
+    )
+    documents = scan(make_source(tmp_path, export))
+
+    assert code(documents["wiki:pages/70001"]) == "malformed_page"
+    assert "#main-content" in documents["wiki:pages/70001"].quarantine.message  # type: ignore[union-attr]
+    assert code(documents["wiki:pages/70002"]) == "undecodable_text"
+    assert "not valid UTF-8" in documents["wiki:pages/70002"].quarantine.message  # type: ignore[union-attr]
+    assert code(documents["wiki:files/notes.html"]) == "malformed_page"
+    assert documents["wiki:files/notes.html"].acl_principals == ()
+    assert code(documents["wiki:pages/70003"]) == "empty_page"
+    healthy = [doc for doc in documents.values() if doc.quarantine is None]
+    assert {doc.doc_id for doc in healthy} == {
+        "wiki:pages/65537",
+        "wiki:pages/65539",
+        "wiki:pages/70004",
+    }
+    assert documents["wiki:pages/70004"].title == "Depot Contacts"
+
+
+def test_too_large_pages_and_orphan_attachments_are_quarantined(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export", [HOME, FLEET])
+    orphan = export / "attachments" / "99999" / "5.txt"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("An attachment of a page missing from the export.")
+    documents = scan(make_source(tmp_path, export), max_document_bytes=2000)
+    assert code(documents["wiki:pages/65537"]) == "too_large"
+    lost = documents["wiki:pages/99999/attachments/5.txt"]
+    assert code(lost) == "no_access_control" and lost.acl_principals == ()
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: (root / "export").mkdir(), "holds no pages"),
+        (
+            lambda root: write_export(
+                root / "export",
+                [HOME, Page(65537, "Copy", "<p>x</p>", file_name="Copy_65537.html")],
+            ),
+            "second file for page 65537",
+        ),
+        (
+            lambda root: write_export(root / "export", [HOME], {"pages": {"Finance": {}}}),
+            "not a page id",
+        ),
+        (
+            lambda root: write_export(root / "export", [HOME], {"space": {"acls": []}}),
+            "unknown keys",
+        ),
+        (lambda root: write_export(root / "export", [HOME], key="OTHER"), "'GLOPS'"),
+    ],
+)
+def test_problems_of_the_whole_export_raise(tmp_path: Path, setup: Any, message: str) -> None:
+    setup(tmp_path)
+    source = make_source(tmp_path, tmp_path / "export", space="GLOPS")
+    with pytest.raises(ConfigurationError, match=message):
+        list(scan_source(source, ScanState()))
+
+
+def test_options_come_from_the_sources_file(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "exports" / "glops", [HOME, FINANCE, FUEL])
+    (tmp_path / "acl").mkdir()
+    (tmp_path / "acl" / "glops.json").write_text(json.dumps(RESTRICTED))
+    sources_file = tmp_path / "sources.yaml"
+    entry = {
+        "name": "glops",
+        "connector": "confluence",
+        "path": "exports/glops",
+        "permissions": "acl/glops.json",
+        "attachments": False,
+        "tenant": "globex",
+        "acl": ["group:globex-all"],
+    }
+    sources_file.write_text(yaml.safe_dump({"sources": [entry]}))
+    (source,) = load_sources_file(sources_file)
+    assert source.path == export.resolve()
+    documents = {doc.doc_id: doc for doc in scan_source(source, ScanState())}
+    assert documents["glops:pages/65543"].acl_principals == ("group:globex-finance",)
+
+    sources_file.write_text(yaml.safe_dump({"sources": [{**entry, "attachments": "yes"}]}))
+    with pytest.raises(ConfigurationError, match="'attachments' must be true or false"):
+        list(scan_source(load_sources_file(sources_file)[0], ScanState()))
+    sources_file.write_text(yaml.safe_dump({"sources": [{**entry, "permission": "x.json"}]}))
+    with pytest.raises(ConfigurationError, match="unknown keys"):
+        list(scan_source(load_sources_file(sources_file)[0], ScanState()))
+
+
+def test_fingerprint_follows_pages_and_permissions_and_never_raises(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export", [HOME, FLEET], RESTRICTED)
+    source = make_source(tmp_path, export)
+    first = CONNECTOR.fingerprint(source)
+    assert CONNECTOR.fingerprint(source) == first
+    page = export / FLEET.name()
+    page.write_text(page.read_text().replace("30 seconds", "15 seconds"))
+    second = CONNECTOR.fingerprint(source)
+    assert second != first
+    (export / "permissions.yaml").write_text(yaml.safe_dump({"space": {"acl": SPACE_ACL}}))
+    assert CONNECTOR.fingerprint(source) != second
+    missing = make_source(tmp_path, tmp_path / "nowhere", permissions="missing.yaml")
+    assert isinstance(CONNECTOR.fingerprint(missing), str)
+
+
+def test_the_bundled_sample_space_scans_cleanly() -> None:
+    export = SAMPLE_CORPUS_DIR / "globex_confluence"
+    source = make_source(SAMPLE_CORPUS_DIR, export)
+    documents = scan(source)
+    assert all(doc.quarantine is None for doc in documents.values())
+    pages = [doc for doc in documents.values() if "/attachments/" not in doc.doc_id]
+    assert 5 <= len(pages) <= 8
+    finance_only = {
+        doc.title for doc in documents.values() if doc.acl_principals == ("group:globex-finance",)
+    }
+    assert finance_only == {"Finance Controls", "Fuel Card Reconciliation"}
+
+
+def generated_export(root: Path, pages: int) -> Path:
+    paragraph = "<p>" + "Trucks report position, speed and reefer temperature. " * 100 + "</p>"
+    tree = [Page(1, "Home", paragraph)]
+    tree += [
+        Page(100 + number, f"Page {number}", f"<h2>Part {number}</h2>{paragraph}", parents=(1,))
+        for number in range(pages)
+    ]
+    return write_export(root, tree)
+
+
+def scan_peak(root: Path, pages: int) -> int:
+    """The peak of traced memory while scanning a generated export of `pages` + 1 pages."""
+    source = make_source(root, generated_export(root / f"export{pages}", pages))
+    count = 0
+    tracemalloc.start()
+    try:
+        for _ in CONNECTOR.scan(source, ScanState()):
+            count += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == pages + 1
+    return peak
+
+
+def test_scan_memory_does_not_grow_with_the_number_of_pages(tmp_path: Path) -> None:
+    scan_peak(tmp_path, 2)  # first use: lazy imports and caches (strptime, lxml) settle
+    small, large = scan_peak(tmp_path, 50), scan_peak(tmp_path, 500)
+    page_bytes = (tmp_path / "export500" / "Page-7_107.html").stat().st_size
+    # Ten times the pages. A scan that kept each page, or even a tenth of its text, would grow
+    # by 450 pages x that; what may grow is the sorted list of page file names (~70 bytes a
+    # page) and the array of page ids seen (8 bytes a page).
+    assert large < 2 * small, (small, large)
+    assert (large - small) / 450 < page_bytes / 10, (small, large, page_bytes)
