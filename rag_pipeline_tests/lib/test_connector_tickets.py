@@ -410,6 +410,25 @@ def test_a_catch_all_must_be_explicit(tmp_path: Path) -> None:
     assert items["helpdesk:HELP-2"].acl_principals == ("group:acme-support-leads",)  # type: ignore[union-attr]
 
 
+def test_source_level_defaults_apply_to_unmapped_organisations_only(tmp_path: Path) -> None:
+    """The source's `acl`/`owner` mean what a sidecar's defaults mean: a mapped organisation's
+    principals replace them (owner included), an unmapped or missing one keeps them."""
+    export = write_jira_json(
+        tmp_path / "jira.json",
+        [jira_issue("HELP-1", org="Initech"), jira_issue("HELP-2", org="Umbrella Corp")],
+    )
+    source = make_source(export, acl_field="customfield_10002")
+    defaults = {"tenant": "acme", "acl": ["group:acme-all"], "owner": "user:henry"}
+    items = by_id(scan(SourceConfig(**{**source.__dict__, "defaults": defaults})))
+    mapped, unmapped = items["helpdesk:HELP-1"], items["helpdesk:HELP-2"]
+    assert isinstance(mapped, DiscoveredDocument) and isinstance(unmapped, DiscoveredDocument)
+    assert mapped.acl_principals == ("group:acme-support",) and mapped.owner is None
+    assert mapped.source_metadata["acl_from"] == "acl_mapping"
+    assert unmapped.quarantine is None
+    assert unmapped.acl_principals == ("group:acme-all", "user:henry")
+    assert unmapped.source_metadata["acl_from"] == "source defaults"
+
+
 def test_options_are_validated(tmp_path: Path) -> None:
     export = write_jira_json(tmp_path / "jira.json", [jira_issue("HELP-1")])
     source = make_source(export)
@@ -421,11 +440,14 @@ def test_options_are_validated(tmp_path: Path) -> None:
         CONNECTOR.validate(make_source(export, format="servicenow"))
     with pytest.raises(ConfigurationError, match="'private_comments'"):
         CONNECTOR.validate(make_source(export, private_comments="yes"))
-    with_default_acl = SourceConfig(
-        **{**source.__dict__, "defaults": {"tenant": "acme", "acl": ["group:acme-all"]}}
+    both_catch_alls = SourceConfig(
+        **{
+            **make_source(export, acl_mapping={**MAPPING, "*": ["group:acme-all"]}).__dict__,
+            "defaults": {"tenant": "acme", "acl": ["group:acme-all"]},
+        }
     )
-    with pytest.raises(ConfigurationError, match="'acl' does not apply"):
-        CONNECTOR.validate(with_default_acl)
+    with pytest.raises(ConfigurationError, match="keep one of them"):
+        CONNECTOR.validate(both_catch_alls)
     with pytest.raises(ConfigurationError, match="does not exist"):
         CONNECTOR.validate(make_source(tmp_path / "missing.json"))
 

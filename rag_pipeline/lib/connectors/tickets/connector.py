@@ -190,7 +190,12 @@ def _scan_item(
     }
     updated_at = ticket.updated or ticket.created or file_mtime
     principals, unmapped = _principals(ticket, options.acl_mapping, acl_field)
-    if unmapped is not None:
+    # The source's own `acl`/`owner` are its documents' defaults, as in a sidecar: a ticket
+    # whose organisation is mapped gets the mapping's principals instead (like a document's
+    # own `acl`); one that is unmapped keeps the defaults when the source declares any.
+    by_defaults = unmapped is not None and ("acl" in source.defaults or "owner" in source.defaults)
+    metadata["acl_from"] = "source defaults" if by_defaults else "acl_mapping"
+    if unmapped is not None and not by_defaults:
         return _refused(
             context,
             doc_id,
@@ -198,20 +203,18 @@ def _scan_item(
             ticket.url or _doc_uri(path, ticket.key),
             QuarantineReason(
                 "no_access_control",
-                f"{unmapped} ({source.where}); map it in acl_mapping, or add a "
-                f"'{CATCH_ALL}' entry to grant a catch-all explicitly",
+                f"{unmapped} ({source.where}); map it in acl_mapping, or grant a catch-all "
+                f"explicitly: a '{CATCH_ALL}' entry or a source-level 'acl'",
             ),
             text,
             ticket.subject,
             updated_at,
             metadata,
         )
-    meta, problem = item_metadata(
-        source,
-        {"title": ticket.subject, "acl": list(principals), "updated_at": updated_at},
-        ticket.key,
-        f"{source.where}: acl_mapping",
-    )
+    entry: dict[str, Any] = {"title": ticket.subject, "updated_at": updated_at}
+    if not by_defaults:
+        entry["acl"] = list(principals)
+    meta, problem = item_metadata(source, entry, ticket.key, f"{source.where}: acl_mapping")
     document = DiscoveredDocument(
         doc_id=doc_id,
         source=source.name,

@@ -75,14 +75,12 @@ def parse_options(source: SourceConfig) -> TicketOptions:
         mapping[str(key)] = validate_principals(principals, label)
         if not mapping[str(key)]:
             raise ConfigurationError(f"{label}: grant at least one principal")
-    for key in ("acl", "owner"):
-        if key in source.defaults:
-            # Tickets get their ACL from acl_mapping alone; a default that never applies
-            # would only mislead whoever reads the configuration.
-            raise ConfigurationError(
-                f"{where}: '{key}' does not apply to a tickets source: its ACL comes from "
-                f"acl_mapping (use a '{CATCH_ALL}' entry for an explicit catch-all)"
-            )
+    if CATCH_ALL in mapping and "acl" in source.defaults:
+        # Two answers to "who reads a ticket of an unmapped organisation": refuse to guess.
+        raise ConfigurationError(
+            f"{where}: both a source-level 'acl' and an acl_mapping '{CATCH_ALL}' entry say who "
+            "reads tickets of unmapped organisations; keep one of them"
+        )
     return TicketOptions(
         path=source.path,
         format=export_format,
