@@ -92,7 +92,8 @@ class Evidence:
     """What the refusal rule reads: retrieval's scores plus the question's term coverage."""
 
     hits: int
-    # The best cosine similarity of the vector leg among the hits (None: no vector leg ran).
+    # The best cosine similarity of the vector leg among the hits that share a question term
+    # (None: no vector leg ran, or no such hit).
     best_similarity: float | None
     # The best BM25 score among the hits (None: no lexical leg ran); recorded, not a criterion.
     best_bm25: float | None
@@ -346,7 +347,15 @@ def measure_evidence(
     question_terms: frozenset[str],
     hit_terms: Sequence[frozenset[str]],
 ) -> Evidence:
-    similarities = [hit.scores["vector"] for hit in hits if "vector" in hit.scores]
+    # Only hits sharing at least one of the question's terms count for similarity: MiniLM puts
+    # a passage with none of them close enough to pass alone (0.48 between a question about
+    # disabling webhook endpoints and a warehouse outage process), and such a hit cannot hold
+    # an answer to cite anyway.
+    similarities = [
+        hit.scores["vector"]
+        for hit, terms in zip(hits, hit_terms, strict=True)
+        if "vector" in hit.scores and (not question_terms or question_terms & terms)
+    ]
     bm25 = [hit.scores["lexical"] for hit in hits if "lexical" in hit.scores]
     coverage = 0.0
     if question_terms:
@@ -354,9 +363,12 @@ def measure_evidence(
             (len(question_terms & terms) / len(question_terms) for terms in hit_terms),
             default=0.0,
         )
+    vector_ran = any("vector" in hit.scores for hit in hits)
     return Evidence(
         hits=len(hits),
-        best_similarity=max(similarities) if similarities else None,
+        # 0.0 rather than None when the vector leg ran: None means "no vector leg", which lets
+        # term coverage decide alone.
+        best_similarity=max(similarities, default=0.0) if vector_ran else None,
         best_bm25=max(bm25) if bm25 else None,
         coverage=coverage,
     )
