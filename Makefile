@@ -59,3 +59,10 @@ db-stop:
 
 clean: db-stop
 	rm -rf .rag_data
+
+# Headless screenshots of the Dagster UI (asset lineage, the active_index page, the latest run)
+# into reports/ui, after `make demo`; fails if the webserver does not come up or a page lacks
+# the text operators rely on. Needs Chromium (CHROMIUM=/path, default /usr/bin/chromium).
+.PHONY: screenshots
+screenshots: install
+	$(BIN)/python scripts/ui_screenshots.py --out reports/ui

@@ -456,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from rag_pipeline.lib import database
     from rag_pipeline.lib.embedding import load_embedder, load_token_counter
-    from rag_pipeline.runner import run_pipeline
+    from rag_pipeline.lib.progress import progress_enabled
+    from rag_pipeline.runner import pipeline_progress, run_pipeline
 
     rows = read_abstracts(args.corpus, args.docs + 1)
     abstracts, extra = rows[: args.docs], rows[args.docs]
@@ -491,7 +492,12 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, RunFigures] = {}
 
             def execute() -> Any:
-                return run_pipeline(instance, defs=defs)
+                # Bars on a terminal only; polled every 2 s on its own connection, a load far
+                # below the pipeline's (no bars, no polling: RAG_PROGRESS=0 or a pipe).
+                with pipeline_progress(defs, progress_enabled(), interval=2.0) as observer:
+                    return run_pipeline(
+                        instance, defs=defs, observer=observer, trigger="bench_incremental"
+                    )
 
             runs["full"] = timed_run("full", execute)
             runs["noop"] = timed_run("noop", execute)

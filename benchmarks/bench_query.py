@@ -50,6 +50,7 @@ from rag_pipeline.lib import api_keys, database
 from rag_pipeline.lib.catalog import UserAccess, load_user_access
 from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.index_versions import IndexKeys, build_candidate, promote
+from rag_pipeline.lib.progress import ProgressLog
 from rag_pipeline.lib.retrieval import RetrievalOptions, retrieve
 from rag_pipeline.lib.retrieval import vector as vector_leg_module
 from rag_pipeline.lib.retrieval.vector import configure_vector_scan, vector_candidates
@@ -78,6 +79,11 @@ LIMIT = 10
 
 def log(message: str) -> None:
     print(f"[bench_query {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def indented_log(message: str) -> None:
+    """A progress line (`embedded 512/3,000 passages, 31.2/s, ETA 1:20`) under its step."""
+    log(f"  {message}")
 
 
 def sha(text: str) -> str:
@@ -135,10 +141,11 @@ def make_corpus(passages: list[Passage], real: int, chunks: int, embedder, seed:
     log(f"embedding {len(base):,} real passages with {embedder.model_key} (~30/s on 2 cores)")
     started = time.perf_counter()
     vectors = []
+    progress = ProgressLog(indented_log, "embedded", len(base), "passages", every_seconds=0)
     for start in range(0, len(base), 256):
         batch = base[start : start + 256]
         vectors.append(embedder.embed([search_text(p.title, p.text) for p in batch]))
-        log(f"  embedded {start + len(batch):,}/{len(base):,}")
+        progress.advance(start + len(batch))
     real_vectors = np.vstack(vectors).astype(np.float32)
     embed_s = time.perf_counter() - started
     # Each real passage's nearest real passages: a recombination mixes related texts, so its
@@ -274,6 +281,8 @@ def load(conn: psycopg.Connection, corpus: Corpus, layout: Layout, model_key: st
         log(f"  {len(corpus.texts):,} chunks (tsv computed by Postgres)")
     # Embeddings in batches, each committed, so that the HNSW insert progress can be shown.
     total = len(corpus.texts)
+    log("  inserting embeddings (HNSW maintained on insert)")
+    progress = ProgressLog(indented_log, "inserted", total, "embeddings", every_seconds=0)
     for start in range(0, total, 10_000):
         with (
             conn.transaction(),
@@ -287,7 +296,7 @@ def load(conn: psycopg.Connection, corpus: Corpus, layout: Layout, model_key: st
                 copy.write_row(
                     (model_key, sha(search_text(*corpus.texts[index])), corpus.vectors[index])
                 )
-        log(f"  {min(total, start + 10_000):,}/{total:,} embeddings (HNSW maintained on insert)")
+        progress.advance(min(total, start + 10_000))
     return time.perf_counter() - started
 
 

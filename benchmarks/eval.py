@@ -181,7 +181,8 @@ def build(summary_documents: int, source: str, env: Environment) -> tuple[dict[s
 
     from rag_pipeline.definitions import build_defs
     from rag_pipeline.defs.resources import IndexPolicyResource, build_resources
-    from rag_pipeline.lib.evaluation.progress import BuildProgress
+    from rag_pipeline.lib.parsing import PARSER_KEY
+    from rag_pipeline.lib.progress import BuildKeys, BuildProgress
     from rag_pipeline.runner import prepare_dagster_home, run_pipeline
     from rag_pipeline.settings import current_settings
 
@@ -195,15 +196,18 @@ def build(summary_documents: int, source: str, env: Environment) -> tuple[dict[s
     )
     defs = build_defs(resources)
     prepare_dagster_home(str(settings.data_dir))
-    chunker_key = resources["chunking"].chunker_key(resources["embedder"])
-    model_key = resources["embedder"].model_key()
+    keys = BuildKeys(
+        parser=PARSER_KEY,
+        chunker=resources["chunking"].chunker_key(resources["embedder"]),
+        model=resources["embedder"].model_key(),
+    )
     log(f"[eval] building {summary_documents:,} documents through the pipeline ...")
     started = time.perf_counter()
     with (
         dg.DagsterInstance.get() as instance,
-        BuildProgress(env.database_url, source, chunker_key, model_key, summary_documents, log),
+        BuildProgress(env.database_url, source, keys, summary_documents, log),
     ):
-        run = run_pipeline(instance, defs=defs)
+        run = run_pipeline(instance, defs=defs, trigger="make eval")
     seconds = time.perf_counter() - started
     if not run.succeeded:
         raise EvalError(

@@ -6,15 +6,17 @@ from typing import Any
 import dagster as dg
 
 from rag_pipeline.defs import jobs
+from rag_pipeline.defs.catalog_metadata import describe_spec
 from rag_pipeline.defs.chunking import assets as chunking
 from rag_pipeline.defs.connectors import assets as connectors
+from rag_pipeline.defs.connectors import checks as source_checks
 from rag_pipeline.defs.connectors import sensors as connector_sensors
 from rag_pipeline.defs.embeddings import assets as embeddings
 from rag_pipeline.defs.evaluation import assets as evaluation
 from rag_pipeline.defs.freshness import sensors as freshness_sensors
 from rag_pipeline.defs.indexes import assets as indexes
 from rag_pipeline.defs.indexes import checks as index_checks
-from rag_pipeline.defs.indexes import chunk_checks, maintenance
+from rag_pipeline.defs.indexes import chunk_checks, history, maintenance
 from rag_pipeline.defs.parsing import assets as parsing
 from rag_pipeline.defs.redaction import assets as redaction
 from rag_pipeline.defs.resources import build_resources
@@ -27,8 +29,11 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
     """The definitions with resources from the environment, or the given ones (tests, benches)."""
     resources = resources if resources is not None else build_resources()
     return dg.Definitions(
-        assets=_with_freshness_policy(dg.load_assets_from_modules(STAGES), resources),
-        asset_checks=dg.load_asset_checks_from_modules([index_checks, chunk_checks]),
+        assets=dg.map_asset_specs(
+            describe_spec,
+            _with_freshness_policy(dg.load_assets_from_modules(STAGES), resources),
+        ),
+        asset_checks=dg.load_asset_checks_from_modules([index_checks, chunk_checks, source_checks]),
         jobs=[
             jobs.ingest_source_job,
             jobs.build_index_job,
@@ -37,7 +42,12 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
             maintenance.gc_index_job,
         ],
         schedules=[jobs.daily_reindex_schedule, maintenance.gc_index_schedule],
-        sensors=[connector_sensors.source_catalog_sensor, freshness_sensors.freshness_sla_sensor],
+        sensors=[
+            connector_sensors.source_catalog_sensor,
+            freshness_sensors.freshness_sla_sensor,
+            history.serving_history_sensor,
+            jobs.index_automation_sensor,
+        ],
         resources=resources,
     )
 

@@ -10,7 +10,9 @@ process executing them (host, pid, process start time), and before each pipeline
 2. frees the concurrency slots and pending slot claims of every finished or dead run.
 
 Runs launched by a daemon or webserver carry no owner tag and are left to Dagster's own run
-monitoring (`run_monitoring` in `dagster.yaml`), which the daemon performs.
+monitoring (`run_monitoring` in `dagster.yaml`), which the daemon performs. That includes a
+re-execution of one of our runs from the UI: it inherits the parent's tags, owner included, but
+another process executes it, so runs with a parent are never judged by the owner tags.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> RecoveryReport:
         )
     ):
         run = record.dagster_run
-        if owner_is_gone(dict(run.tags)):
+        # A re-execution carries its parent's owner tags, not its own worker's (see above).
+        if run.parent_run_id is None and owner_is_gone(dict(run.tags)):
             instance.report_run_failed(
                 run,
                 message=(

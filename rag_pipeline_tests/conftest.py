@@ -26,6 +26,8 @@ from rag_pipeline.defs.resources import (
 )
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import SAMPLE_CORPUS_DIR
+from rag_pipeline.lib.embedding import Embedder
+from rag_pipeline_tests.fakes import HashedEmbedderResource
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -113,7 +115,11 @@ def pg_data_dir() -> Iterator[Path]:
 
 
 def create_database(pg_data_dir: Path) -> str:
-    """A new, migrated database on the session server; returns its URL."""
+    """A new, migrated database on the session server; returns its URL.
+
+    Migrated on its own, never copied from a template: migrations generate per-database secrets
+    (`rag.query_log_secret`) that a copy would share.
+    """
     admin_url = database.start_embedded_server(pg_data_dir)
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -141,11 +147,20 @@ def corpus(tmp_path: Path) -> Path:
     return copy_corpus(tmp_path / "corpus")
 
 
-def make_resources(database_url: str, sources_file: Path, **policy: Any) -> dict[str, Any]:
+def make_resources(
+    database_url: str, sources_file: Path, *, real_model: bool = False, **policy: Any
+) -> dict[str, Any]:
+    """The pipeline's resources on a test database, with the hashed fake embedder.
+
+    `real_model=True` gives the shipped model, for tests marked `real_model`: those whose
+    assertions need its semantics. Search with `resources["embedder"].embedder()` (in-process
+    CLI commands: `cli_embeds_with`), so that queries are embedded by the model the index was
+    built with; any other model is refused with "embedded with".
+    """
     return {
         "postgres": PostgresResource(database_url=database_url),
         "catalog": SourceCatalogResource(sources_file=str(sources_file)),
-        "embedder": EmbedderResource(),
+        "embedder": EmbedderResource() if real_model else HashedEmbedderResource(),
         "chunking": ChunkingResource(),
         "parsing": ParsingResource(),
         "index_policy": IndexPolicyResource(**policy),
@@ -154,7 +169,26 @@ def make_resources(database_url: str, sources_file: Path, **policy: Any) -> dict
     }
 
 
+def in_memory_instance() -> dg.DagsterInstance:
+    """A Dagster instance whose run and event storage live in memory, for whole-corpus builds.
+
+    The sqlite files of `dg.instance_for_test` cost a new connection per event: a no-op run of the
+    sample corpus took three times as long on them. Not persistent: no instance ref, so nothing
+    that reopens the instance (a schedule context) can use it.
+    """
+    return dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}})
+
+
+def cli_embeds_with(monkeypatch: pytest.MonkeyPatch, embedder: Embedder) -> None:
+    """In-process CLI commands embed queries with `embedder` (the one the test index was built
+    with) instead of loading the configured model."""
+    from rag_pipeline.cli import common
+
+    monkeypatch.setattr(common, "_embedder", lambda settings: embedder)
+
+
 @pytest.fixture()
 def instance() -> Iterator[dg.DagsterInstance]:
+    # Persistent (sqlite): schedule contexts and other out-of-run readers need an instance ref.
     with dg.instance_for_test() as test_instance:
         yield test_instance

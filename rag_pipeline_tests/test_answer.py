@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import psycopg
 import pytest
 
@@ -43,7 +42,12 @@ from rag_pipeline.lib.retrieval.generators import (
 )
 from rag_pipeline.runner import run_pipeline
 from rag_pipeline.settings import Settings
-from rag_pipeline_tests.conftest import copy_corpus, create_database, make_resources
+from rag_pipeline_tests.conftest import (
+    copy_corpus,
+    create_database,
+    in_memory_instance,
+    make_resources,
+)
 from rag_pipeline_tests.small_corpus import DOCS, HR, STAFF, build, ingest
 
 LEXICAL_ONLY = RetrievalOptions(mode=LEXICAL, limit=5)
@@ -280,8 +284,9 @@ def test_instructions_in_a_chunk_do_not_change_the_prompt(
 def sample_url(pg_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     url = create_database(pg_data_dir)
     corpus = copy_corpus(tmp_path_factory.mktemp("answer") / "corpus")
-    with dg.instance_for_test() as instance:
-        run = run_pipeline(instance, defs=build_defs(make_resources(url, corpus / "sources.yaml")))
+    resources = make_resources(url, corpus / "sources.yaml", real_model=True)
+    with in_memory_instance() as instance:
+        run = run_pipeline(instance, defs=build_defs(resources))
     assert run.succeeded
     return url
 
@@ -298,6 +303,7 @@ def reader(user: str) -> UserAccess:
 PARENTAL = "Which payroll code do we use for a non-birth parent going on parental leave?"
 
 
+@pytest.mark.real_model
 def test_parental_leave_is_answered_for_carol_and_refused_for_alice(
     sample_url: str, embedder: Any
 ) -> None:
@@ -343,6 +349,7 @@ MUST_REFUSE = [
 ]
 
 
+@pytest.mark.real_model
 def test_the_refusal_thresholds_separate_the_golden_set_from_what_must_be_refused(
     sample_url: str, embedder: Any
 ) -> None:
@@ -369,6 +376,7 @@ def test_the_refusal_thresholds_separate_the_golden_set_from_what_must_be_refuse
     assert wrongly_answered == [], "answered although nothing readable answers them"
 
 
+@pytest.mark.real_model
 def test_cli_answer(
     sample_url: str,
     embedder: Any,
@@ -393,6 +401,7 @@ def test_cli_answer(
     assert rows == [("carol", False), ("alice", True)]
 
 
+@pytest.mark.real_model
 def test_cli_answer_reads_the_llm_and_threshold_variables(
     sample_url: str,
     embedder: Any,

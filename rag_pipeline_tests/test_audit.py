@@ -7,6 +7,7 @@ import json
 import uuid
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -67,6 +68,13 @@ def test_audit_and_status_after_promotions_override_and_rollback(
     assert version_3 != version_2
 
     assert main(["index", "rollback", "--reason", "version 3 cites the wrong cover sheet"]) == 0
+    # The rollback shows on `active_index`'s page at once, not only after the sensor's tick.
+    with dg.DagsterInstance.get() as instance:
+        latest = instance.get_latest_materialization_event(dg.AssetKey("active_index"))
+    assert latest is not None and latest.asset_materialization is not None
+    shown = {key: value.value for key, value in latest.asset_materialization.metadata.items()}
+    assert (shown["action"], shown["serving_version_id"]) == ("rollback", version_2)
+    assert shown["reason"] == "version 3 cites the wrong cover sheet"
 
     entries = json_out(capsys, ["audit", "--json"])
     kinds = [entry["kind"] for entry in entries]

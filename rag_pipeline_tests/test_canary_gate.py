@@ -273,6 +273,7 @@ def canary_check(conn: psycopg.Connection, version: int) -> tuple[bool, dict]:
     ).fetchone()
 
 
+@pytest.mark.real_model
 def test_a_leaking_candidate_is_not_promoted_by_the_real_job(
     environment: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -79,6 +79,7 @@ def test_every_variable_is_documented_and_read() -> None:
     assert Settings.from_env({"RAG_KEEP_INDEX_VERSIONS": "3"}).keep_index_versions == 3
 
 
+@pytest.mark.real_model
 def test_cli_honours_each_variable(
     cli_environment: dict[str, str],
     tmp_path: Path,

@@ -9,7 +9,6 @@ import yaml
 
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import load_user_access
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.retrieval import search
 from rag_pipeline_tests.conftest import make_resources
 from rag_pipeline_tests.lib.test_connector_confluence import (
@@ -64,7 +63,7 @@ def test_a_confluence_export_through_the_pipeline(
     directory = tmp_path / "directory.yaml"
     erin = load_user_access(directory, "erin")
     frank = load_user_access(directory, "frank")
-    embedder = load_embedder()
+    embedder = resources["embedder"].embedder()
 
     per_source, _ = run_everything(instance, resources, sources_file)
     source = metadata_of(per_source["glops"], "source_documents")

@@ -31,6 +31,7 @@ from rag_pipeline.run_recovery import OWNER_PID_TAG
 from rag_pipeline_tests.conftest import (
     copy_corpus,
     create_database,
+    in_memory_instance,
     make_resources,
     server_data_dir,
 )
@@ -47,6 +48,10 @@ sys.exit(main(sys.argv[1:]))
 """
 QUERY = "postgres failover when patroni lost quorum"
 RERUN_TIMEOUT_S = 900  # a wedged run hangs forever; a healthy rerun takes well under this
+# `rag-pipeline run` on its defaults: the shipped model, slow enough to be killed mid-embedding.
+pytestmark = pytest.mark.real_model
+# New documents each test adds before the run it kills.
+VARIANT_COPIES = 8
 
 
 def add_new_documents(corpus: Path, copies: int) -> None:
@@ -161,11 +166,16 @@ def assert_converged(database_url: str, clean_url: str) -> None:
         assert float(np.dot(vector.to_numpy(), clean_vectors[text_hash].to_numpy())) > 0.99999
 
 
-def clean_build(pg_data_dir: Path, sources_file: Path) -> str:
-    clean_url = create_database(pg_data_dir)
-    with dg.instance_for_test() as instance:
-        run_everything(instance, make_resources(clean_url, sources_file), sources_file)
-    return clean_url
+@pytest.fixture(scope="module")
+def clean_url(pg_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One uninterrupted in-process build of the corpus every test here ends with."""
+    corpus = copy_corpus(tmp_path_factory.mktemp("clean") / "corpus")
+    add_new_documents(corpus, VARIANT_COPIES)
+    sources_file = corpus / "sources.yaml"
+    url = create_database(pg_data_dir)
+    with in_memory_instance() as instance:
+        run_everything(instance, make_resources(url, sources_file, real_model=True), sources_file)
+    return url
 
 
 def dagster_instance(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
@@ -208,7 +218,7 @@ def assert_recovered(instance: dg.DagsterInstance, dead_run_id: str) -> None:
 
 
 def test_sigkill_mid_embedding_then_rerun_finishes_and_equals_a_clean_run(
-    pg_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_data_dir: Path, clean_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = copy_corpus(tmp_path / "corpus")
     sources_file = corpus / "sources.yaml"
@@ -229,7 +239,7 @@ def test_sigkill_mid_embedding_then_rerun_finishes_and_equals_a_clean_run(
         embeddings_before = conn.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0]
 
     # Enough new text for several committed batches (128 texts each) before the kill.
-    add_new_documents(corpus, copies=8)
+    add_new_documents(corpus, VARIANT_COPIES)
 
     # Readers keep querying through the crash window; every answer must come from one complete
     # version, and that version must be the one serving before the run started.
@@ -275,11 +285,11 @@ def test_sigkill_mid_embedding_then_rerun_finishes_and_equals_a_clean_run(
     output = run_cli(["run"], env)
     assert dead_run_id in output  # the rerun says which run it marked failed
     assert_recovered(instance, dead_run_id)
-    assert_converged(database_url, clean_build(pg_data_dir, sources_file))
+    assert_converged(database_url, clean_url)
 
 
 def test_postgres_killed_mid_run_then_rerun_finishes_and_converges(
-    pg_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clean_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGKILL of the embedded database server under a `rag-pipeline run` on the defaults."""
     own_server = server_data_dir()
@@ -302,7 +312,7 @@ def test_postgres_killed_mid_run_then_rerun_finishes_and_converges(
             serving_before = conn.execute("SELECT version_id FROM rag.active_index").fetchone()[0]
             embeddings_before = conn.execute("SELECT count(*) FROM rag.embeddings").fetchone()[0]
 
-        add_new_documents(corpus, copies=8)
+        add_new_documents(corpus, VARIANT_COPIES)
         worker = start_cli(["run"], env)
         try:
             wait_until_embedding(database_url, worker, embeddings_before + 128)
@@ -346,7 +356,7 @@ def test_postgres_killed_mid_run_then_rerun_finishes_and_converges(
             assert conn.execute("SELECT version_id FROM rag.active_index").fetchone()[0] > (
                 serving_before
             )
-        assert_converged(database_url, clean_build(pg_data_dir, sources_file))
+        assert_converged(database_url, clean_url)
     finally:
         database.stop_embedded_server(own_server)
         shutil.rmtree(own_server, ignore_errors=True)

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from rag_pipeline.cli import main
 from rag_pipeline.lib import database
-from rag_pipeline_tests.conftest import make_resources
+from rag_pipeline_tests.conftest import cli_embeds_with, make_resources
 from rag_pipeline_tests.pipeline_helpers import metadata_of, run_everything
 
 TARGET = "acme_policies:visitor-escort-procedure.md"
@@ -127,6 +127,7 @@ def test_erasure_leaves_no_trace_of_the_text_in_any_table(
     (corpus / "acme_policies" / "visitor-escort-procedure.md").write_text(TARGET_TEXT)
     (corpus / "acme_policies" / "visitor-badge-faq.md").write_text(TWIN_TEXT)
     resources = make_resources(database_url, sources)
+    cli_embeds_with(monkeypatch, resources["embedder"].embedder())
     _, first = run_everything(pg_instance, resources, sources)
     remote = corpus / "acme_policies" / "remote-work-policy.md"
     remote.write_text(remote.read_text() + "\n\nCoworking spaces are reimbursed up to 150 EUR.\n")

@@ -15,7 +15,6 @@ import yaml
 
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import SAMPLE_CORPUS_DIR, load_user_access
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.lineage import trace_chunk
 from rag_pipeline.lib.retrieval import search
 from rag_pipeline_tests.conftest import make_resources
@@ -155,7 +154,7 @@ def test_git_source_is_ingested_incrementally_by_commit(
     assert total(per_source, "chunks", "documents_chunked") == 2
     embedded = total(per_source, "chunk_embeddings", "texts_embedded")
 
-    embedder = load_embedder()
+    embedder = resources["embedder"].embedder()
     with database.connection(database_url) as conn:
         new_texts = {
             text_hash

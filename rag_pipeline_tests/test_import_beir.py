@@ -95,6 +95,8 @@ def write_beir(folder: Path) -> Path:
     return folder
 
 
+# `rag-pipeline run` end to end on the default configuration, the shipped model included.
+@pytest.mark.real_model
 def test_import_beir_build_and_evaluate(
     tmp_path: Path,
     pg_data_dir: Path,

@@ -9,7 +9,6 @@ import yaml
 
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import load_user_access
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.retrieval import search
 from rag_pipeline_tests.conftest import make_resources
 from rag_pipeline_tests.pipeline_helpers import metadata_of, run_everything, total
@@ -66,7 +65,7 @@ def test_only_changed_documents_are_reprocessed(
     assert metadata_of(index, "active_index")["switched"] is True
 
     deleted_id = DELETED.replace("/", ":", 1)
-    embedder = load_embedder()
+    embedder = resources["embedder"].embedder()
     with database.connection(database_url) as conn:
         erin = load_user_access(corpus / "directory.yaml", "erin")
         hits = search(conn, embedder, "warehouse handheld scanner setup", erin, limit=20)
@@ -97,5 +96,5 @@ def test_acl_change_alone_makes_a_new_version_without_reembedding(
     assert diff["documents"]["acl_changed"]["ids"] == ["acme_policies:remote-work-policy.md"]
     with database.connection(database_url) as conn:
         dana = load_user_access(corpus / "directory.yaml", "dana")
-        hits = search(conn, load_embedder(), "remote work policy", dana, limit=10)
+        hits = search(conn, resources["embedder"].embedder(), "remote work policy", dana, limit=10)
     assert "acme_policies:remote-work-policy.md" not in {hit.doc_id for hit in hits}

@@ -28,7 +28,6 @@ from rag_pipeline.definitions import build_defs
 from rag_pipeline.defs.resources import ParsingResource
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import SAMPLE_CORPUS_DIR, load_user_access
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.parse_worker import ParseWorker, ParseWorkerError
 from rag_pipeline.lib.parsing import ParsedDocument, ParseError, parse_document
 from rag_pipeline.lib.retrieval import search
@@ -303,7 +302,7 @@ def test_pipeline_quarantines_a_slow_document_as_parse_timeout_and_serves_the_ot
         ).fetchall()
         parsed = {row[0] for row in conn.execute("SELECT doc_id FROM rag.parsed_documents")}
         access = load_user_access(directory, "erin")
-        embedder = load_embedder()
+        embedder = resources["embedder"].embedder()
         badge = search(conn, embedder, "where do new starters collect their badge", access)
         vpn = search(conn, embedder, "VPN portal address", access)
     [(doc_id, stage, reason_code, reason)] = quarantined

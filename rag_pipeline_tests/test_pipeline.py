@@ -15,14 +15,20 @@ import pytest
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import load_user_access
 from rag_pipeline.lib.chunking import document_text
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.evaluation.golden import read_golden_set
 from rag_pipeline.lib.parsing import ParsedElement
 from rag_pipeline.lib.retrieval import search
-from rag_pipeline_tests.conftest import copy_corpus, create_database, make_resources
+from rag_pipeline_tests.conftest import (
+    copy_corpus,
+    create_database,
+    in_memory_instance,
+    make_resources,
+)
 from rag_pipeline_tests.pipeline_helpers import metadata_of, run_everything, total
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "eval_sets" / "sample_corpus.jsonl"
+# One build with the shipped model, shared by the module: the golden set measures its quality.
+pytestmark = pytest.mark.real_model
 NASTY_FILES = {
     "acme_support:tickets/TCK-1000-empty.txt": "empty_file",
     "acme_support:exports/kb-export.md": "binary_content",
@@ -37,8 +43,8 @@ def built(pg_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """One full build of the sample corpus, shared by the read-only tests of this module."""
     corpus = copy_corpus(tmp_path_factory.mktemp("pipeline") / "corpus")
     database_url = create_database(pg_data_dir)
-    resources = make_resources(database_url, corpus / "sources.yaml")
-    with dg.instance_for_test() as instance:
+    resources = make_resources(database_url, corpus / "sources.yaml", real_model=True)
+    with in_memory_instance() as instance:
         per_source, index = run_everything(instance, resources, corpus / "sources.yaml")
         yield Built(instance, database_url, corpus, resources, per_source, index)
 
@@ -169,7 +175,7 @@ def test_search_finds_the_expected_documents(built: Built) -> None:
     the document its principal may not read (searched deeper, top 20)."""
     questions = read_golden_set(EVAL_SET)
     answerable = [question for question in questions if question.relevant_doc_ids]
-    embedder = load_embedder()
+    embedder = built.resources["embedder"].embedder()
     misses, leaks = [], []
     with database.connection(built.database_url) as conn:
         for question in questions:
@@ -189,7 +195,7 @@ def test_search_finds_the_expected_documents(built: Built) -> None:
 
 
 def test_search_never_returns_documents_the_user_may_not_read(built: Built) -> None:
-    embedder = load_embedder()
+    embedder = built.resources["embedder"].embedder()
     with database.connection(built.database_url) as conn:
         readable = {
             user: load_user_access(built.corpus / "directory.yaml", user)

@@ -100,6 +100,7 @@ def gate(conn: psycopg.Connection, version: int) -> tuple[bool, dict]:
     ).fetchone()
 
 
+@pytest.mark.real_model
 def test_a_regressing_candidate_is_blocked_until_overridden_with_a_reason(
     environment: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,11 +22,10 @@ from dagster._serdes import serialize_value
 from rag_pipeline import cli
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import load_user_access
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.retrieval import RetrievalOptions
 from rag_pipeline.lib.retrieval.answer import answer
 from rag_pipeline.lib.retrieval.session import serving_transaction
-from rag_pipeline_tests.conftest import make_resources
+from rag_pipeline_tests.conftest import cli_embeds_with, make_resources
 from rag_pipeline_tests.pipeline_helpers import metadata_of, run_everything, total
 from rag_pipeline_tests.test_api import LiveServer, new_key, settings_for
 
@@ -230,6 +229,8 @@ def test_secrets_never_leave_the_redaction_step(
     assert_clean(events, "the Dagster event log")
 
     # The CLI, as users call it.
+    embedder = resources["embedder"].embedder()
+    cli_embeds_with(monkeypatch, embedder)
     monkeypatch.setenv("RAG_DATABASE_URL", database_url)
     monkeypatch.setenv("RAG_DIRECTORY_FILE", str(corpus / "directory.yaml"))
     for variable in ("RAG_LLM_URL", "RAG_RETRIEVAL_MODE"):
@@ -250,7 +251,6 @@ def test_secrets_never_leave_the_redaction_step(
     # The API: search, answer and the lineage of every hit.
     directory = corpus / "directory.yaml"
     _, secret = new_key(database_url, directory, "dev")
-    embedder = load_embedder(resources["embedder"].model_name, 8)
     with (
         LiveServer(settings_for(database_url, directory), embedder) as api,
         api.client(secret) as client,
@@ -288,7 +288,7 @@ def test_injected_chunks_are_left_out_of_answers_unless_asked_for(
     resources = make_resources(database_url, sources_file)
     run_everything(instance, resources, sources_file)
     access = load_user_access(corpus / "directory.yaml", "dev")
-    embedder = load_embedder(resources["embedder"].model_name, 8)
+    embedder = resources["embedder"].embedder()
     options = RetrievalOptions(limit=5)
     with database.connection(database_url) as conn:
         [flagged] = conn.execute(
@@ -308,6 +308,7 @@ def test_injected_chunks_are_left_out_of_answers_unless_asked_for(
     assert {hit.chunk_id for hit in included.retrieval.hits} & set(flagged)
 
     # The same through the CLI: `--include-flagged` is the only way in.
+    cli_embeds_with(monkeypatch, embedder)
     monkeypatch.setenv("RAG_DATABASE_URL", database_url)
     monkeypatch.setenv("RAG_DIRECTORY_FILE", str(corpus / "directory.yaml"))
     for variable in ("RAG_LLM_URL", "RAG_RETRIEVAL_MODE"):

@@ -19,12 +19,11 @@ from rag_pipeline import cli
 from rag_pipeline.definitions import build_defs
 from rag_pipeline.lib import database, index_versions
 from rag_pipeline.lib.catalog import UserAccess, load_user_access
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.lineage import UnknownChunkError, trace_chunk
 from rag_pipeline.lib.retrieval import NoServingIndexError, QueryTooLongError, SearchHit, search
 from rag_pipeline.runner import PipelineRun, run_pipeline
-from rag_pipeline_tests.conftest import make_resources
-from rag_pipeline_tests.fakes import HashedBagOfWordsEmbedder
+from rag_pipeline_tests.conftest import cli_embeds_with, make_resources
+from rag_pipeline_tests.fakes import HashedBagOfWordsEmbedder, hashed_embedder
 
 SOURCES = ("acme_policies", "globex_support")
 # Far above the number of chunks of these two sources: every readable chunk comes back.
@@ -78,7 +77,7 @@ class Readers:
     def hits(self, user: str) -> list[SearchHit]:
         access = load_user_access(self.directory, user)
         with database.connection(self.database_url) as conn:
-            return search(conn, load_embedder(), "policy or ticket", access, limit=EVERYTHING)
+            return search(conn, hashed_embedder(), "policy or ticket", access, limit=EVERYTHING)
 
     def documents(self, user: str) -> set[str]:
         return {hit.doc_id for hit in self.hits(user)}
@@ -144,6 +143,7 @@ def test_rollback_and_older_versions_never_bring_back_deleted_or_revoked_access(
                 readers.trace(user, chunk.chunk_id)
         assert readers.trace("grace", pallets_chunk.chunk_id)["document"]["doc_id"] == PALLETS
 
+    cli_embeds_with(monkeypatch, hashed_embedder())
     monkeypatch.setenv("RAG_DATABASE_URL", database_url)
     monkeypatch.setenv("RAG_DIRECTORY_FILE", str(readers.directory))
     assert cli.main(["index", "rollback"]) == 0

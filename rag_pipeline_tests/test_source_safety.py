@@ -25,7 +25,6 @@ from rag_pipeline.definitions import build_defs
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import SourceConfig, load_sources, load_user_access
 from rag_pipeline.lib.connectors import scan_filesystem_source, stale_sidecar_entries
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.pipeline_store import (
     SourceSyncReport,
     documents_to_chunk,
@@ -38,6 +37,7 @@ from rag_pipeline.lib.pipeline_store import (
 from rag_pipeline.lib.retrieval import search
 from rag_pipeline.runner import PipelineRun, run_pipeline
 from rag_pipeline_tests.conftest import make_resources
+from rag_pipeline_tests.fakes import hashed_embedder
 
 DIRECTORY = {
     "users": {
@@ -97,7 +97,7 @@ def source_quarantine(conn: psycopg.Connection) -> dict[str, str]:
 
 def found(conn: psycopg.Connection, root: Path, user: str, query: str) -> set[str]:
     access = load_user_access(root / "directory.yaml", user)
-    return {hit.doc_id for hit in search(conn, load_embedder(), query, access, limit=10)}
+    return {hit.doc_id for hit in search(conn, hashed_embedder(), query, access, limit=10)}
 
 
 def failure_message(instance: dg.DagsterInstance, partition: str) -> str:

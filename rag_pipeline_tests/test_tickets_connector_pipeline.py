@@ -14,9 +14,9 @@ import yaml
 
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import SAMPLE_CORPUS_DIR, load_user_access
-from rag_pipeline.lib.embedding import load_embedder
 from rag_pipeline.lib.retrieval import search
 from rag_pipeline_tests.conftest import make_resources
+from rag_pipeline_tests.fakes import hashed_embedder
 from rag_pipeline_tests.pipeline_helpers import metadata_of, run_everything, total
 
 DIRECTORY = SAMPLE_CORPUS_DIR / "directory.yaml"
@@ -201,7 +201,7 @@ def write_sources(root: Path) -> Path:
 def hit_ids(database_url: str, query: str, user: str) -> list[str]:
     with database.connection(database_url) as conn:
         access = load_user_access(DIRECTORY, user)
-        return [hit.doc_id for hit in search(conn, load_embedder(), query, access, limit=20)]
+        return [hit.doc_id for hit in search(conn, hashed_embedder(), query, access, limit=20)]
 
 
 def test_ticket_exports_through_the_pipeline(

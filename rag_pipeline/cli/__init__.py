@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="promote even if retrieval_quality_not_regressed fails; the reason is recorded "
         "with the run and the check",
     )
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress bars on stderr (also RAG_PROGRESS=0)"
+    )
     run.set_defaults(handler=cmd_run)
 
     search = commands.add_parser("search", help="search the serving index as a user")
@@ -164,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-docs",
         type=positive_int,
         help="a subset: every document relevant to the split's queries plus a fixed sample",
+    )
+    beir.add_argument(
+        "--quiet", action="store_true", help="no progress bars on stderr (also RAG_PROGRESS=0)"
     )
     beir.set_defaults(handler=cmd_import_beir)
 

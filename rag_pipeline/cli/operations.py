@@ -6,12 +6,17 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag_pipeline.cli.common import _database_url, _reader, cli_actor
 from rag_pipeline.lib import database
-from rag_pipeline.settings import current_settings
+from rag_pipeline.settings import Settings, current_settings
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -50,6 +55,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from rag_pipeline.defs.indexes.history import (
+        report_garbage_collection,
+        report_serving_changes,
+    )
     from rag_pipeline.lib import index_versions
     from rag_pipeline.lib.quality_gates import PROMOTION_CHECKS
 
@@ -81,14 +90,37 @@ def cmd_index(args: argparse.Namespace) -> int:
                 reason=args.reason,
             )
             print(f"version {args.version} is serving" + ("" if switched else " (already was)"))
+            _publish_to_dagster(settings, lambda instance: report_serving_changes(instance, conn))
         elif args.action == "gc":
             keep = args.keep if args.keep is not None else settings.keep_index_versions
             report = index_versions.garbage_collect(conn, keep)
             print(json.dumps(asdict(report), indent=2))
+            _publish_to_dagster(
+                settings, lambda instance: report_garbage_collection(instance, conn, report, keep)
+            )
         elif args.action == "rollback":
             previous = index_versions.rollback(conn, actor=cli_actor(), reason=args.reason)
             print(f"rolled back: version {previous} is serving")
+            _publish_to_dagster(settings, lambda instance: report_serving_changes(instance, conn))
     return 0
+
+
+def _publish_to_dagster(
+    settings: Settings, publish: Callable[[dg.DagsterInstance], object]
+) -> None:
+    """Show a switch or GC done here on `active_index`'s page at once (the change itself is
+    already committed; if Dagster's storage is unreachable, `serving_history_sensor` publishes
+    promotions and rollbacks later)."""
+    import dagster as dg
+
+    from rag_pipeline.runner import prepare_dagster_home
+
+    try:
+        prepare_dagster_home(settings.data_dir)
+        with dg.DagsterInstance.get() as instance:
+            publish(instance)
+    except Exception as error:  # the index change stands whatever Dagster's storage says
+        print(f"warning: not recorded in the Dagster UI yet ({error})", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

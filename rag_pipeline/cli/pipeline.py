@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ from rag_pipeline.lib import database
 from rag_pipeline.settings import current_settings
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from rag_pipeline.runner import PipelineRun
 
 
@@ -58,7 +61,9 @@ def print_evaluation(run: PipelineRun) -> None:
     print(f"  retrieval_quality_not_regressed: {'FAILED' if failed else 'passed'}")
 
 
-def print_summary(run: PipelineRun) -> None:
+def print_summary(run: PipelineRun, serving_version: int | None) -> None:
+    """The per-source table and the index line; `serving_version` is what serves after the run
+    (this run's version, or the previous one when a gate kept the candidate out)."""
     width = max(len(source) for source in run.sources)
     print("\nPipeline summary")
     print("  " + "source".ljust(width) + "".join(f"  {name}" for name, _, _ in SUMMARY_COLUMNS))
@@ -76,40 +81,58 @@ def print_summary(run: PipelineRun) -> None:
             )
         )
     index = run.metadata.get("vector_index", {})
-    serving = run.metadata.get("active_index", {})
     if index:
+        serving = "none yet" if serving_version is None else str(serving_version)
         print(
             f"\n  index version {index['version_id']}"
             f" ({'new' if index['version_created'] else 'unchanged'}):"
             f" {index['documents']} documents, {index['chunks']} chunks;"
-            f" serving version {serving.get('serving_version_id', '-')}"
+            f" serving version {serving}"
         )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Live progress on stderr: only to a terminal, and not with `--quiet` or `RAG_PROGRESS=0`."""
+    from rag_pipeline.lib.progress import progress_enabled
+
+    return progress_enabled(sys.stderr, quiet=args.quiet)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from rag_pipeline.definitions import build_defs
+    from rag_pipeline.lib.index_versions import active_version_id
     from rag_pipeline.lib.pipeline_store import current_quarantine
-    from rag_pipeline.runner import prepare_dagster_home, run_pipeline
+    from rag_pipeline.runner import pipeline_progress, prepare_dagster_home, run_pipeline
 
     settings = current_settings()
     prepare_dagster_home(settings.data_dir)
     instance = dg.DagsterInstance.get()
-    run = run_pipeline(
-        instance, args.source or None, quality_override=args.allow_quality_regression
-    )
+    # Built now, not at import: the settings are those of this call's environment.
+    defs = build_defs()
+    with pipeline_progress(defs, show_progress(args)) as observer:
+        run = run_pipeline(
+            instance,
+            args.source or None,
+            defs=defs,
+            quality_override=args.allow_quality_regression,
+            observer=observer,
+        )
     if run.recovery is not None and run.recovery.runs_marked_failed:
         print(
             "Marked failed (their process was gone): " + ", ".join(run.recovery.runs_marked_failed),
             file=sys.stderr,
         )
-    print_summary(run)
     # Read back from Postgres rather than run metadata: documents refused by the parser or the
-    # chunker are quarantined there too, not only those the connector refused.
+    # chunker are quarantined there too, not only those the connector refused; and a candidate
+    # a gate kept out leaves the previous version serving.
     with database.connection(_database_url(settings)) as conn:
         quarantined = [
             record for source in run.sources for record in current_quarantine(conn, source)
         ]
+        serving_version = active_version_id(conn)
+    print_summary(run, serving_version)
     if quarantined:
         print("\nQuarantined documents")
         for record in quarantined:
@@ -141,22 +164,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if run.succeeded else 1
 
 
+def beir_progress(folder: Path, enabled: bool) -> AbstractContextManager[Callable[[str], None]]:
+    """A bar of the corpus read by `import_beir` (its messages above it), or its messages
+    printed as they come when progress is off."""
+    import contextlib
+
+    from rag_pipeline.lib.evaluation.beir import corpus_path
+    from rag_pipeline.lib.progress import ImportProgress, count_lines
+
+    if not enabled:
+        return contextlib.nullcontext(lambda message: print(message, flush=True))
+    return ImportProgress(count_lines(corpus_path(folder)))
+
+
 def cmd_import_beir(args: argparse.Namespace) -> int:
     from rag_pipeline.lib.evaluation.beir import default_source_name, import_beir
 
     folder = Path(args.folder)
     source = args.source or default_source_name(folder)
     out = Path(args.out) if args.out else current_settings().data_dir / "beir" / source
-    summary = import_beir(
-        folder,
-        out,
-        source=source,
-        tenant=args.tenant,
-        group=args.group,
-        split=args.split,
-        limit_docs=args.limit_docs,
-        progress=lambda message: print(message, flush=True),
-    )
+    with beir_progress(folder, show_progress(args)) as progress:
+        summary = import_beir(
+            folder,
+            out,
+            source=source,
+            tenant=args.tenant,
+            group=args.group,
+            split=args.split,
+            limit_docs=args.limit_docs,
+            progress=progress,
+        )
     if summary.subset:
         print(
             f"SUBSET: {summary.documents:,} of {summary.corpus_documents:,} documents "

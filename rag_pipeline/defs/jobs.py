@@ -28,7 +28,13 @@ build_index_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=ingest_source_job, cron_schedule="0 2 * * *", execution_timezone="UTC")
+@dg.schedule(
+    job=ingest_source_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    description="Off by default (turn it on here). Daily at 02:00 UTC: re-ingest every source; "
+    "`index_automation_sensor` then rebuilds, checks and promotes the index.",
+)
 def daily_reindex_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     """Re-ingest every source nightly; unchanged documents cost a hash comparison each, and the
     index version is rebuilt by `vector_index`'s eager automation once the partitions land."""
@@ -37,3 +43,17 @@ def daily_reindex_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.Run
         dg.RunRequest(partition_key=source, run_key=f"{date}:{source}")
         for source in context.instance.get_dynamic_partitions(SOURCE_PARTITIONS.name)
     ]
+
+
+# Declared rather than left to Dagster's implicit `default_automation_condition_sensor`, which
+# starts stopped: the README promises the index is rebuilt once ingestion lands.
+index_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "index_automation_sensor",
+    target=dg.AssetSelection.assets(vector_index, evaluation_report, active_index),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="On by default. Evaluates the eager automation conditions of `vector_index`, "
+    "`evaluation_report` and `active_index`: once a source's ingestion lands, a candidate is "
+    "built, gated, evaluated and promoted if every blocking check passes. Stop it here to "
+    "build indexes only by hand (`build_index_job`).",
+)

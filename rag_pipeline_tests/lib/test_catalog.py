@@ -32,7 +32,8 @@ def test_bundled_sources_file_loads_with_absolute_folders() -> None:
     assert "acme_policies" in names
     assert len(set(names)) == len(names)
     # One sample source per connector, so `make demo` shows each of them.
-    assert {source.connector for source in sources} == {"filesystem", "git", "confluence", "tickets"}
+    connectors = {source.connector for source in sources}
+    assert connectors == {"filesystem", "git", "confluence", "tickets"}
     for source in sources:
         assert source.path is not None and source.path.is_absolute()
         assert source.path.exists()

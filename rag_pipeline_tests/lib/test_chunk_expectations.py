@@ -259,7 +259,9 @@ def test_the_suite_is_a_blocking_check_on_the_candidate_index() -> None:
         spec for check in defs.asset_checks for spec in check.check_specs if spec.name == CHECK_NAME
     )
     assert spec.blocking
-    assert set(keys) == set(PROMOTION_CHECKS)
+    # Every check but the per-source health warnings on `source_documents` gates promotion.
+    gates = {name for name, key in keys.items() if key.asset_key != dg.AssetKey("source_documents")}
+    assert gates == set(PROMOTION_CHECKS)
 
 
 def test_the_sample_corpus_passes_and_a_failing_suite_keeps_a_candidate_from_serving(
@@ -270,7 +272,7 @@ def test_the_sample_corpus_passes_and_a_failing_suite_keeps_a_candidate_from_ser
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The real jobs (`run_pipeline`, as `make demo` runs them): the whole sample corpus meets
-    the suite and serves. A copied policy then makes the next candidate fail on near-duplicates:
+    the suite and serves. Copied policies then make the next candidate fail on near-duplicates:
     it does not serve, and the CLI refuses to promote it."""
     resources = make_resources(database_url, corpus / "sources.yaml")
     run = run_pipeline(instance, defs=build_defs(resources))
@@ -281,8 +283,9 @@ def test_the_sample_corpus_passes_and_a_failing_suite_keeps_a_candidate_from_ser
     assert passed, detail
     assert detail["chunks"] > 100
 
-    policy = corpus / "acme_policies" / "password-policy.md"
-    (corpus / "acme_policies" / "password-policy-copy.md").write_text(policy.read_text())
+    # Every Markdown policy: one alone is under the 5% limit in a corpus this size.
+    for policy in (corpus / "acme_policies").glob("*.md"):
+        policy.with_name(f"{policy.stem}-copy.md").write_text(policy.read_text())
     run = run_pipeline(instance, defs=build_defs(resources))
     assert not run.index_succeeded
     assert "active_index" not in run.metadata

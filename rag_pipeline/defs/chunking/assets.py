@@ -2,6 +2,7 @@ import time
 
 import dagster as dg
 
+from rag_pipeline.defs.catalog_metadata import LINEAGE_GROUP, row_count_metadata
 from rag_pipeline.defs.markdown import excerpt, table
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.redaction.assets import redacted_documents
@@ -9,6 +10,7 @@ from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource, Post
 from rag_pipeline.lib.chunking import chunk_document
 from rag_pipeline.lib.parsing import PARSER_KEY
 from rag_pipeline.lib.pipeline_store import quarantine_document
+from rag_pipeline.lib.progress import log_progress
 from rag_pipeline.lib.redaction import decide_injection, detector_version, redact_text
 from rag_pipeline.lib.redaction_store import (
     cached_verdicts,
@@ -26,7 +28,7 @@ from rag_pipeline.lib.safety import InjectionVerdict
 @dg.asset(
     deps=[redacted_documents],
     partitions_def=SOURCE_PARTITIONS,
-    group_name="chunking",
+    group_name=LINEAGE_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_RETRY,
 )
@@ -66,7 +68,7 @@ def chunks(
                 redaction.redaction_key,
                 processor_key,
             )
-        for doc in pending:
+        for doc in log_progress(context.log.info, "chunked", "documents", pending, len(pending)):
             assert redaction is not None
             elements = load_redacted_elements(conn, doc, PARSER_KEY, redaction.redaction_key)
             doc_chunks = chunk_document(doc.title or doc.relative_path, elements, counter, config)
@@ -133,8 +135,11 @@ def chunks(
                 )
             )
     tagged = sum(1 for row in flagged_rows if row[2] == "tagged")
+    with postgres.connection() as conn:
+        rows = row_count_metadata(conn, "chunks", context.partition_key)
     return dg.MaterializeResult(
         metadata={
+            **rows,
             "chunker": chunker_key,
             "redaction_key": redaction.redaction_key if redaction else "",
             "token_budget": config.budget,

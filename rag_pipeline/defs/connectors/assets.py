@@ -2,6 +2,8 @@ import time
 
 import dagster as dg
 
+from rag_pipeline.defs.catalog_metadata import LINEAGE_GROUP, row_count_metadata
+from rag_pipeline.defs.connectors.quarantine import quarantine_overview_metadata
 from rag_pipeline.defs.markdown import table
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import PostgresResource, SourceCatalogResource
@@ -12,7 +14,7 @@ from rag_pipeline.lib.pipeline_store import current_quarantine, sync_source
 
 @dg.asset(
     partitions_def=SOURCE_PARTITIONS,
-    group_name="connectors",
+    group_name=LINEAGE_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_RETRY,
 )
@@ -50,6 +52,10 @@ def source_documents(
                 connector=source.connector,
             )
             quarantine = current_quarantine(conn, source.name)
+            # Every source's quarantine, not only this partition's: the overview shows the
+            # latest materialization, which is one source's.
+            overview = quarantine_overview_metadata(conn)
+            rows = row_count_metadata(conn, "source_documents", source.name)
         for warning in state.warnings:
             context.log.warning(warning)
     except ConfigurationError as error:
@@ -78,6 +84,8 @@ def source_documents(
                     for row in quarantine_rows
                 ]
             ),
+            **rows,
+            **overview,
             "preview": dg.MetadataValue.md(
                 f"**{source.name}** ({source.connector}): {report.discovered} items, "
                 f"{len(report.added)} added, "
@@ -85,8 +93,11 @@ def source_documents(
                 + (
                     table(("doc_id", "stage", "reason", "detail"), quarantine_rows)
                     if quarantine_rows
-                    else "No quarantined documents."
+                    else f"No quarantined documents in {source.name}."
                 )
+                # This page shows one partition at a time: say what the other sources hold.
+                + f"\n\n**{overview['quarantined_all_sources']} quarantined across all sources**"
+                " (table: `quarantine_all_sources`)."
             ),
         }
     )

@@ -9,7 +9,14 @@ from rag_pipeline.lib.catalog import ConfigurationError
 from rag_pipeline.lib.connectors import source_fingerprint
 
 
-@dg.sensor(job=ingest_source_job, minimum_interval_seconds=60)
+@dg.sensor(
+    job=ingest_source_job,
+    minimum_interval_seconds=60,
+    description="Off by default (turn it on here to ingest on change). Every minute: keeps the "
+    "`sources` partitions in line with the sources file and requests an ingestion run for each "
+    "source whose listing changed. Without it, add partitions and ingest by hand or with "
+    "`daily_reindex_schedule`.",
+)
 def source_catalog_sensor(
     context: dg.SensorEvaluationContext, catalog: SourceCatalogResource
 ) -> dg.SensorResult | dg.SkipReason:

@@ -2,17 +2,19 @@ import time
 
 import dagster as dg
 
+from rag_pipeline.defs.catalog_metadata import LINEAGE_GROUP, row_count_metadata
 from rag_pipeline.defs.chunking.assets import chunks
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource, PostgresResource
 from rag_pipeline.lib.parsing import PARSER_KEY
 from rag_pipeline.lib.pipeline_store import count_current_chunks, save_embeddings, texts_to_embed
+from rag_pipeline.lib.progress import ProgressLog
 
 
 @dg.asset(
     deps=[chunks],
     partitions_def=SOURCE_PARTITIONS,
-    group_name="embeddings",
+    group_name=LINEAGE_GROUP,
     kinds={"pytorch", "postgres"},
     retry_policy=TRANSIENT_RETRY,
     pool="embedder",
@@ -39,6 +41,7 @@ def chunk_embeddings(
         if pending:
             model = embedder.embedder()
             step = embedder.commit_batch_size
+            progress = ProgressLog(context.log.info, "embedded", len(pending), "texts")
             for offset in range(0, len(pending), step):
                 batch = pending[offset : offset + step]
                 batch_started = time.perf_counter()
@@ -46,9 +49,12 @@ def chunk_embeddings(
                 embed_seconds += time.perf_counter() - batch_started
                 with conn.transaction():
                     save_embeddings(conn, model_key, [text_hash for text_hash, _ in batch], vectors)
-                context.log.info(f"embedded {offset + len(batch)}/{len(pending)} texts")
+                progress.advance(offset + len(batch))
+    with postgres.connection() as conn:
+        rows = row_count_metadata(conn, "chunk_embeddings", context.partition_key)
     return dg.MaterializeResult(
         metadata={
+            **rows,
             "model": model_key,
             "texts_embedded": len(pending),
             "current_chunks": current,

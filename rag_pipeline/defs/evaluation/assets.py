@@ -6,6 +6,7 @@
 import dagster as dg
 import psycopg
 
+from rag_pipeline.defs.catalog_metadata import LINEAGE_GROUP, row_count_metadata
 from rag_pipeline.defs.indexes.assets import latest_candidate_version, vector_index
 from rag_pipeline.defs.resources import EmbedderResource, EvaluationResource, PostgresResource
 from rag_pipeline.lib.evaluation import kpi, quality, regression
@@ -46,7 +47,7 @@ class EvaluationReportConfig(dg.Config):
 
 @dg.asset(
     deps=[vector_index],
-    group_name="evaluation",
+    group_name=LINEAGE_GROUP,
     kinds={"postgres"},
     automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
@@ -170,6 +171,7 @@ def evaluation_report(
             }
         with conn.transaction():
             record_check(conn, version_id, QUALITY_GATE, passed, True, detail)
+        rows = row_count_metadata(conn, "evaluation_report")
 
     summary = (
         "; ".join(decision.failures)
@@ -180,7 +182,12 @@ def evaluation_report(
         summary = f"OVERRIDDEN by run config ({config.override_reason.strip()}): {summary}"
     build_rate, build_runs = index_build_success_rate(context.instance)
     markdown = [
-        f"Candidate version **{version_id}**, serving version **{serving_id}**.",
+        f"Candidate version **{version_id}**, "
+        + (
+            f"serving version **{serving_id}**."
+            if serving_id is not None
+            else "no serving version yet (nothing to compare with)."
+        ),
         "",
         *kpi.kpi_table(columns),
         "",
@@ -199,7 +206,7 @@ def evaluation_report(
             wins, losses = comparison.wins, comparison.losses
             markdown.append(
                 f"- {comparison.golden_set}: {len(wins)} questions better "
-                f"({', '.join(wins[:10])}), {len(losses)} worse ({', '.join(losses[:10])}) "
+                f"({_listed(wins)}), {len(losses)} worse ({_listed(losses)}) "
                 f"than version {comparison.serving.version_id}"
             )
     check = dg.AssetCheckResult(
@@ -209,7 +216,7 @@ def evaluation_report(
         description=summary,
         metadata={
             "version_id": version_id,
-            "serving_version_id": serving_id if serving_id is not None else -1,
+            **({"serving_version_id": serving_id} if serving_id is not None else {}),
             "failures": dg.MetadataValue.json(decision.failures),
             "overridden": "override" in detail,
             "tolerance": evaluation.tolerance,
@@ -224,8 +231,9 @@ def evaluation_report(
     return dg.MaterializeResult(
         metadata={
             "version_id": version_id,
-            "serving_version_id": serving_id if serving_id is not None else -1,
+            **({"serving_version_id": serving_id} if serving_id is not None else {}),
             "golden_sets": dg.MetadataValue.json([s.name for s in golden_sets]),
+            **rows,
             "report": dg.MetadataValue.md("\n".join(markdown)),
             **{key: float(value) for key, value in flat.items()},
             # Only once a build has finished: a placeholder would be plotted as a value.
@@ -233,3 +241,13 @@ def evaluation_report(
         },
         check_results=[check],
     )
+
+
+QUESTIONS_LISTED = 10
+
+
+def _listed(question_ids: list[str]) -> str:
+    """The first question ids, and how many more there are."""
+    shown = ", ".join(question_ids[:QUESTIONS_LISTED])
+    more = len(question_ids) - QUESTIONS_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")

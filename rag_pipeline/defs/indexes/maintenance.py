@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from rag_pipeline.defs.indexes.history import garbage_collection_observation, unpublished_changes
 from rag_pipeline.defs.resources import IndexPolicyResource, PostgresResource
 from rag_pipeline.lib import index_versions
 from rag_pipeline.lib.quality_gates import PROMOTION_CHECKS
@@ -32,6 +33,9 @@ def promote_index_version(
             )
         except index_versions.IndexVersionError as error:
             raise dg.Failure(str(error), allow_retries=False) from error
+        # In this run's event log and on `active_index`'s page: who, why, gates, previous.
+        for event in unpublished_changes(context.instance, conn):
+            context.log_event(event)
     context.log.info(f"version {config.version_id} serving" + ("" if switched else " already"))
 
 
@@ -47,6 +51,8 @@ def rollback_index_version(
             )
         except index_versions.IndexVersionError as error:
             raise dg.Failure(str(error), allow_retries=False) from error
+        for event in unpublished_changes(context.instance, conn):
+            context.log_event(event)
     context.log.info(f"rolled back to version {previous}")
 
 
@@ -57,6 +63,8 @@ def collect_index_garbage(
     """Drop versions beyond the retention count and rows nothing references any more."""
     with postgres.connection() as conn:
         report = index_versions.garbage_collect(conn, index_policy.keep_versions)
+        serving = index_versions.active_version_id(conn)
+    context.log_event(garbage_collection_observation(report, serving, index_policy.keep_versions))
     context.log.info(f"garbage collection: {report}")
 
 
@@ -76,5 +84,10 @@ def gc_index_job() -> None:
 
 
 gc_index_schedule = dg.ScheduleDefinition(
-    job=gc_index_job, cron_schedule="30 3 * * *", execution_timezone="UTC"
+    job=gc_index_job,
+    cron_schedule="30 3 * * *",
+    execution_timezone="UTC",
+    description="Off by default (turn it on here). Daily at 03:30 UTC: remove index versions "
+    "beyond `RAG_KEEP_INDEX_VERSIONS` (never the serving one or its rollback target) and rows "
+    "nothing references any more; the result is shown on `active_index`.",
 )

@@ -2,6 +2,7 @@ import time
 
 import dagster as dg
 
+from rag_pipeline.defs.catalog_metadata import LINEAGE_GROUP, row_count_metadata
 from rag_pipeline.defs.connectors.assets import source_documents
 from rag_pipeline.defs.markdown import excerpt, table
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
@@ -14,13 +15,14 @@ from rag_pipeline.lib.pipeline_store import (
     quarantine_document,
     save_parsed,
 )
+from rag_pipeline.lib.progress import log_progress
 from rag_pipeline.lib.redaction import redact_text
 
 
 @dg.asset(
     deps=[source_documents],
     partitions_def=SOURCE_PARTITIONS,
-    group_name="parsing",
+    group_name=LINEAGE_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_RETRY,
 )
@@ -40,7 +42,7 @@ def parsed_documents(
     # The worker's child process is started at the first document and stopped on every exit.
     with postgres.connection() as conn, ParseWorker(parsing.timeout_seconds) as worker:
         pending = documents_to_parse(conn, context.partition_key, PARSER_KEY)
-        for doc in pending:
+        for doc in log_progress(context.log.info, "parsed", "documents", pending, len(pending)):
             try:
                 result = worker.parse(
                     load_blob(conn, doc.content_hash),
@@ -77,8 +79,11 @@ def parsed_documents(
                     excerpt(redact_text(result.elements[0].text), 80),
                 )
             )
+    with postgres.connection() as conn:
+        rows = row_count_metadata(conn, "parsed_documents", context.partition_key)
     return dg.MaterializeResult(
         metadata={
+            **rows,
             "parser": PARSER_KEY,
             "parse_timeout_s": parsing.timeout_seconds,
             "documents_parsed": len(parsed),

@@ -2,6 +2,7 @@ import time
 
 import dagster as dg
 
+from rag_pipeline.defs.catalog_metadata import LINEAGE_GROUP, row_count_metadata
 from rag_pipeline.defs.markdown import table
 from rag_pipeline.defs.parsing.assets import parsed_documents
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
@@ -28,7 +29,7 @@ from rag_pipeline.lib.redaction_store import (
 @dg.asset(
     deps=[parsed_documents],
     partitions_def=SOURCE_PARTITIONS,
-    group_name="redaction",
+    group_name=LINEAGE_GROUP,
     kinds={"python", "postgres"},
     retry_policy=TRANSIENT_RETRY,
 )
@@ -99,8 +100,11 @@ def redacted_documents(
                 preview.append(
                     (doc.doc_id, ", ".join(f"{name} x{count}" for name, count in counts.items()))
                 )
+    with postgres.connection() as conn:
+        rows = row_count_metadata(conn, "redacted_documents", context.partition_key)
     return dg.MaterializeResult(
         metadata={
+            **rows,
             "redaction_key": key,
             "policy_switched": switched,
             "documents_scanned": scanned,
