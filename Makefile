@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml constraints-torch.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first: unpinned, a dependency would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints-torch.txt -e '.[dev]'
+	# The openvino extra: the fast embedding backend measured by `make bench`.
+	$(BIN)/pip install --quiet -c constraints-torch.txt -e '.[dev,openvino]'
 	# unstructured[pdf] pulls a torchvision that breaks sentence-transformers; the fast PDF
 	# strategy does not use it.
 	$(BIN)/pip uninstall --quiet -y torchvision
@@ -38,6 +39,7 @@ test: lint
 # stage, filtered HNSW recall and HTTP requests/s at 100,000 chunks derived from SciFact: the
 # `query` key of reports/bench.json and reports/bench_query.md (about 25 minutes).
 bench: install
+	$(BIN)/python benchmarks/bench_embedding.py --docs 2000 --out reports
 	$(BIN)/python benchmarks/bench_incremental.py --docs 2000 --out reports
 	$(BIN)/python benchmarks/bench_search_scaling.py --chunks 20000 --out reports
 	$(BIN)/python benchmarks/bench_query.py --chunks 100000 --out reports

@@ -328,7 +328,12 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = current_settings()
         started = time.perf_counter()
-        embedder = load_embedder(settings.embedding_model, settings.embedding_batch_size)
+        embedder = load_embedder(
+            settings.embedding_model,
+            settings.embedding_batch_size,
+            settings.embedding_backend,
+            settings.embedding_export_dir(),
+        )
         if not build_meta.get("texts_embedded"):
             # Only a build that embedded nothing leaves the model to load here.
             timings["model_load_s"] = time.perf_counter() - started

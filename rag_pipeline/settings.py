@@ -18,7 +18,7 @@ from rag_pipeline.lib.catalog import (
     ConfigurationError,
 )
 from rag_pipeline.lib.connectors import DEFAULT_MAX_DOCUMENT_BYTES
-from rag_pipeline.lib.embedding import DEFAULT_MODEL_NAME
+from rag_pipeline.lib.embedding import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL_NAME
 from rag_pipeline.lib.retrieval import (
     FUSION_METHODS,
     MODES,
@@ -56,6 +56,10 @@ class Settings:
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     embedding_model: str = DEFAULT_MODEL_NAME
     embedding_batch_size: int = 32
+    # torch (the packaged safetensors), openvino or onnx (a local export of the same weights,
+    # cached in `embedding_cache_dir`, default `<data_dir>/models`). Part of the embedding key.
+    embedding_backend: str = DEFAULT_BACKEND
+    embedding_cache_dir: str = ""
     keep_index_versions: int = 5
     parse_timeout_seconds: float = 60.0
     max_query_chars: int = 2000
@@ -118,6 +122,12 @@ class Settings:
             return [bundled]
         return []
 
+    def embedding_export_dir(self) -> Path:
+        """Where exported (non-torch) embedding models are cached."""
+        if self.embedding_cache_dir.strip():
+            return Path(self.embedding_cache_dir.strip()).expanduser().resolve()
+        return Path(self.data_dir).expanduser().resolve() / "models"
+
     def retrieval_options(self) -> RetrievalOptions:
         """The configured retrieval defaults; a request may override any of them."""
         return RetrievalOptions(
@@ -145,6 +155,8 @@ ENVIRONMENT = {
     "max_document_bytes": "RAG_MAX_DOCUMENT_BYTES",
     "embedding_model": "RAG_EMBEDDING_MODEL",
     "embedding_batch_size": "RAG_EMBEDDING_BATCH_SIZE",
+    "embedding_backend": "RAG_EMBEDDING_BACKEND",
+    "embedding_cache_dir": "RAG_EMBEDDING_CACHE_DIR",
     "keep_index_versions": "RAG_KEEP_INDEX_VERSIONS",
     "parse_timeout_seconds": "RAG_PARSE_TIMEOUT_SECONDS",
     "max_query_chars": "RAG_MAX_QUERY_CHARS",
@@ -191,7 +203,11 @@ _ZERO_ALLOWED: dict[str, float | None] = {
     "answer_min_coverage": 1.0,
     "answer_similarity_floor": 1.0,
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"retrieval_mode": MODES, "fusion": FUSION_METHODS}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "retrieval_mode": MODES,
+    "fusion": FUSION_METHODS,
+    "embedding_backend": BACKENDS,
+}
 
 
 def _convert(variable: str, raw: str, default: object) -> object:

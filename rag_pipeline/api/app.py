@@ -35,7 +35,12 @@ def _load_embedder(settings: Settings) -> Embedder | None:
     from rag_pipeline.lib.embedding import load_embedder
 
     try:
-        return load_embedder(settings.embedding_model, settings.embedding_batch_size)
+        return load_embedder(
+            settings.embedding_model,
+            settings.embedding_batch_size,
+            settings.embedding_backend,
+            settings.embedding_export_dir(),
+        )
     except Exception:  # an outage of the vector leg, not of the API: search falls back
         LOG.exception("the embedding model failed to load; search will use the lexical leg")
         return None

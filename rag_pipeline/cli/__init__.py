@@ -15,6 +15,7 @@ from rag_pipeline.cli.pipeline import cmd_import_beir, cmd_quality, cmd_run
 from rag_pipeline.cli.search import cmd_answer, cmd_lineage, cmd_search
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import ConfigurationError
+from rag_pipeline.lib.embedding import BACKENDS
 
 __all__ = ["build_parser", "cli_actor", "main"]
 
@@ -23,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag-pipeline", description=__doc__)
     parser.add_argument(
         "--data-dir", help="local data directory (default: $RAG_DATA_DIR or ./.rag_data)"
+    )
+    parser.add_argument(
+        "--embedding-backend",
+        choices=BACKENDS,
+        help="embedding backend (default: $RAG_EMBEDDING_BACKEND or torch); part of the "
+        "embedding cache key, so switching builds a new index version",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data_dir:
         # Resources read it from the environment, like the Dagster webserver and daemon do.
         os.environ["RAG_DATA_DIR"] = str(database.resolve_data_dir(args.data_dir))
+    if args.embedding_backend:
+        # Same route as --data-dir: every entry point reads the backend from Settings.
+        os.environ["RAG_EMBEDDING_BACKEND"] = args.embedding_backend
     if args.command == "index" and args.action == "promote" and args.version is None:
         print("index promote needs a VERSION", file=sys.stderr)
         return 2

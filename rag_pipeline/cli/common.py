@@ -25,7 +25,12 @@ def _database_url(settings: Settings) -> str:
 def _embedder(settings: Settings) -> SentenceTransformerEmbedder:
     from rag_pipeline.lib.embedding import load_embedder
 
-    return load_embedder(settings.embedding_model, settings.embedding_batch_size)
+    return load_embedder(
+        settings.embedding_model,
+        settings.embedding_batch_size,
+        settings.embedding_backend,
+        settings.embedding_export_dir(),
+    )
 
 
 def _reader(settings: Settings, user: str, directory: str | None = None) -> UserAccess:

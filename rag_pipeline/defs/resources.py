@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -21,6 +22,7 @@ from rag_pipeline.lib.catalog import (
 from rag_pipeline.lib.chunking import ChunkingConfig
 from rag_pipeline.lib.connectors import DEFAULT_MAX_DOCUMENT_BYTES
 from rag_pipeline.lib.embedding import (
+    DEFAULT_BACKEND,
     DEFAULT_MODEL_NAME,
     HuggingFaceTokenCounter,
     SentenceTransformerEmbedder,
@@ -63,22 +65,31 @@ class SourceCatalogResource(dg.ConfigurableResource):
 
 
 class EmbedderResource(dg.ConfigurableResource):
-    """The embedding model (shipped in a package or a local directory; never downloaded)."""
+    """The embedding model (shipped in a package or a local directory; never downloaded), and
+    the backend that runs it (`torch`, or a cached local `openvino`/`onnx` export; empty
+    `cache_dir`: `<data dir>/models`)."""
 
     model_name: str = DEFAULT_MODEL_NAME
     batch_size: int = 32
+    backend: str = DEFAULT_BACKEND
+    cache_dir: str = ""
     max_tokens: int = 256
     # Texts embedded and committed together: a killed run loses at most one such batch.
     commit_batch_size: int = 128
 
     def embedder(self) -> SentenceTransformerEmbedder:
-        return load_embedder(self.model_name, self.batch_size)
+        return load_embedder(
+            self.model_name,
+            self.batch_size,
+            self.backend,
+            Path(self.cache_dir).expanduser().resolve() if self.cache_dir else None,
+        )
 
     def token_counter(self) -> HuggingFaceTokenCounter:
         return load_token_counter(self.model_name)
 
     def model_key(self) -> str:
-        return model_key_for(self.model_name)
+        return model_key_for(self.model_name, self.backend)
 
 
 class ChunkingResource(dg.ConfigurableResource):
@@ -150,7 +161,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             max_document_bytes=settings.max_document_bytes,
         ),
         "embedder": EmbedderResource(
-            model_name=settings.embedding_model, batch_size=settings.embedding_batch_size
+            model_name=settings.embedding_model,
+            batch_size=settings.embedding_batch_size,
+            backend=settings.embedding_backend,
+            cache_dir=str(settings.embedding_export_dir()),
         ),
         "chunking": ChunkingResource(),
         "parsing": ParsingResource(timeout_seconds=settings.parse_timeout_seconds),

@@ -2,11 +2,23 @@
 
 `model_key` names the model, its exact weights and the backend, because the embedding cache is
 keyed by it: two keys never share cached vectors, one key never embeds the same text twice.
+
+Backends (`RAG_EMBEDDING_BACKEND`): `torch` runs the packaged safetensors; `openvino` and `onnx`
+run an export of the same weights made locally on first use (sentence-transformers' `backend=`)
+and cached on disk under a key of the weights digest, the backend and the library versions. A
+backend whose packages are missing is an error naming what to install, never a silent fallback:
+the key must name the backend that actually embedded, or one index would mix two models.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +29,31 @@ from typing import Protocol
 import numpy as np
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+TORCH = "torch"
+OPENVINO = "openvino"
+ONNX = "onnx"
+BACKENDS = (TORCH, OPENVINO, ONNX)
+DEFAULT_BACKEND = TORCH
+# Modules each exported backend imports, the distributions whose versions key its export, and
+# what to install when they are missing.
+_BACKEND_MODULES = {
+    OPENVINO: ("openvino", "optimum.intel.openvino"),
+    ONNX: ("onnxruntime", "optimum.onnxruntime"),
+}
+_BACKEND_DISTRIBUTIONS = {
+    OPENVINO: ("openvino", "optimum-intel", "optimum"),
+    ONNX: ("onnxruntime", "optimum-onnx", "optimum"),
+}
+_BACKEND_INSTALL_HINT = {
+    OPENVINO: "the `openvino` extra: pip install -c constraints-torch.txt -e '.[openvino]' "
+    "(then `pip uninstall -y torchvision`, as `make install` does)",
+    ONNX: "sentence-transformers' `onnx` extra (optimum-onnx[onnxruntime]); it does not resolve "
+    "next to sentence-transformers 6.2 on this project's index, so use the `openvino` backend",
+}
+# Written last into an export directory: the files and their SHA-256. An export without it, or
+# whose files differ from it, is partial or corrupt and is made again.
+EXPORT_MANIFEST = "rag_export_manifest.json"
 
 
 class Embedder(Protocol):
@@ -53,9 +90,160 @@ def _weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def model_key_for(model_name: str = DEFAULT_MODEL_NAME) -> str:
+class BackendUnavailableError(RuntimeError):
+    """The configured embedding backend's packages are not installed."""
+
+
+def check_backend(backend: str) -> str:
+    """`backend` if it is known and its packages import; otherwise a clear error."""
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"unknown embedding backend {backend!r}: expected one of {', '.join(BACKENDS)}"
+        )
+    missing = [
+        module
+        for module in _BACKEND_MODULES.get(backend, ())
+        if not _module_available(module)
+    ]
+    if missing:
+        raise BackendUnavailableError(
+            f"embedding backend {backend!r} needs {', '.join(missing)}, which is not installed; "
+            f"install {_BACKEND_INSTALL_HINT[backend]}. No other backend is used in its place: "
+            "the embedding cache key names the backend that embeds."
+        )
+    return backend
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def model_key_for(model_name: str = DEFAULT_MODEL_NAME, backend: str = DEFAULT_BACKEND) -> str:
     """Cache key of a model's embeddings: its name, the digest of its weights, the backend."""
-    return f"{model_name}@{_weights_digest(packaged_model_path(model_name))}/torch"
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"unknown embedding backend {backend!r}: expected one of {', '.join(BACKENDS)}"
+        )
+    return f"{model_name}@{_weights_digest(packaged_model_path(model_name))}/{backend}"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def export_key(model_name: str, backend: str) -> str:
+    """Names an export: the weights, the backend and every library that shapes the exported
+    graph. An upgrade of any of them exports again instead of loading a stale graph."""
+    parts = [
+        _weights_digest(packaged_model_path(model_name)),
+        backend,
+        *(
+            f"{name}={_version(name)}"
+            for name in ("sentence-transformers", "transformers", "torch")
+            + _BACKEND_DISTRIBUTIONS[backend]
+        ),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def default_export_cache_dir() -> Path:
+    """`<data dir>/models`, the data dir resolved as everywhere else (`RAG_DATA_DIR`)."""
+    from rag_pipeline.lib.database import resolve_data_dir
+
+    return resolve_data_dir() / "models"
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(directory: Path, key: str) -> None:
+    files = {
+        path.relative_to(directory).as_posix(): _file_digest(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+    manifest = {"export_key": key, "files": files}
+    (directory / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def export_is_complete(directory: Path, key: str) -> bool:
+    """True if `directory` holds the export `key` with every file as it was written."""
+    try:
+        manifest = json.loads((directory / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        files: dict[str, str] = manifest["files"]
+        if manifest["export_key"] != key or not files:
+            return False
+        return all(_file_digest(directory / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _opt_out_of_openvino_telemetry() -> None:
+    """OpenVINO's converter sends usage data when no consent file exists, and no environment
+    variable turns it off (STACK.md, trap 5): write the file that `opt_in_out --opt_out` writes,
+    without its network call."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:
+        return
+    checker = OptInChecker()
+    if checker.consent_file_base_dir() is None:
+        return
+    consent = Path(checker.consent_file())
+    if not consent.is_file() or consent.read_text(encoding="utf-8").strip() != "0":
+        checker.update_result(ConsentCheckResult.DECLINED)
+
+
+def exported_model_dir(model_name: str, backend: str, cache_dir: Path) -> Path:
+    """The `backend` export of the packaged model under `cache_dir`, made now if missing.
+
+    Exported into a temporary directory beside the target and renamed into place, so a killed
+    export leaves no directory under the final name; an export whose manifest does not verify
+    (partial copy, edited or truncated file) is removed and made again.
+    """
+    check_backend(backend)
+    if backend == TORCH:
+        raise ValueError("the torch backend runs the packaged model; there is nothing to export")
+    key = export_key(model_name, backend)
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model_name).name) or "model"
+    target = cache_dir / f"{safe_name}-{backend}-{key}"
+    if export_is_complete(target, key):
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
+    try:
+        if backend == OPENVINO:
+            _opt_out_of_openvino_telemetry()
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(
+            str(packaged_model_path(model_name)), device="cpu", backend=backend
+        )
+        model.save(str(staging))
+        _write_manifest(staging, key)
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process renamed its export first; use it if it verifies.
+            if not export_is_complete(target, key):
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _tokenizer_digest(model_dir: Path) -> str:
@@ -106,18 +294,36 @@ def _one_thread_for_one_text(count: int) -> Iterator[None]:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model on the CPU, normalized output, batched."""
+    """A sentence-transformers model on the CPU, normalized output, batched.
 
-    def __init__(self, model_name: str = DEFAULT_MODEL_NAME, batch_size: int = 32) -> None:
+    `backend` other than torch loads the cached export (`exported_model_dir`) under
+    `cache_dir` (default `default_export_cache_dir()`).
+    """
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL_NAME,
+        batch_size: int = 32,
+        backend: str = DEFAULT_BACKEND,
+        cache_dir: Path | None = None,
+    ) -> None:
+        check_backend(backend)
         from sentence_transformers import SentenceTransformer
 
-        model_dir = packaged_model_path(model_name)
-        self._model = SentenceTransformer(str(model_dir), device="cpu")
+        if backend == TORCH:
+            self._model = SentenceTransformer(str(packaged_model_path(model_name)), device="cpu")
+            self.model_dir = packaged_model_path(model_name)
+        else:
+            self.model_dir = exported_model_dir(
+                model_name, backend, cache_dir or default_export_cache_dir()
+            )
+            self._model = SentenceTransformer(str(self.model_dir), device="cpu", backend=backend)
         self._lock = threading.Lock()
+        self.backend = backend
         self.batch_size = batch_size
         self.dimension = int(self._model.get_embedding_dimension() or 0)
         self.max_tokens = int(self._model.max_seq_length)
-        self.model_key = model_key_for(model_name)
+        self.model_key = model_key_for(model_name, backend)
         self.texts_embedded = 0
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -137,10 +343,13 @@ class SentenceTransformerEmbedder:
 
 @cache
 def load_embedder(
-    model_name: str = DEFAULT_MODEL_NAME, batch_size: int = 32
+    model_name: str = DEFAULT_MODEL_NAME,
+    batch_size: int = 32,
+    backend: str = DEFAULT_BACKEND,
+    cache_dir: Path | None = None,
 ) -> SentenceTransformerEmbedder:
-    """One model per process: loading takes seconds and hundreds of megabytes."""
-    return SentenceTransformerEmbedder(model_name, batch_size)
+    """One model per process and backend: loading takes seconds and hundreds of megabytes."""
+    return SentenceTransformerEmbedder(model_name, batch_size, backend, cache_dir)
 
 
 @cache
