@@ -150,8 +150,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "pipeline's chunker, mean "
         f"{report['mean_chunk_tokens']:.0f} word pieces per chunk), embedded by PyTorch "
         f"and {fast} in one process, alternating in rounds of {ROUND} texts so that both see "
-        f"the same machine load (1-minute load average at start: "
-        f"{report['machine']['load_average_1m_at_start']} on {report['machine']['cpus']} "
+        f"the same machine load (1-minute load average at start and end: "
+        f"{report['machine']['load_average_1m_at_start']} and "
+        f"{report['machine']['load_average_1m_at_end']} on {report['machine']['cpus']} "
         "cores, shared with other work: absolute figures vary, the ratio is what was measured "
         "side by side).",
         "",
@@ -169,7 +170,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(target |delta| <= {TARGET_NDCG_DELTA}: {mark(report['ndcg_target_met'])})",
         f"- cosine between the two backends' vectors of each text: min "
         f"{figures['cosine_min']:.6f}, mean {figures['cosine_mean']:.6f}",
-        f"- {fast} export: {report['export_seconds']:.1f} s (a reused export: its check only), "
+        f"- {fast} export: {report['export_seconds']:.1f} s ({report['export_cache']}), "
         f"model load {report['fast_load_seconds']:.1f} s",
         f"- embedding keys: `{report['model_keys'][TORCH]}` and `{report['model_keys'][fast]}`",
         "",
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         name: ndcg_at_10(doc_ids, vectors[name], query_vectors[name], qids, qrels)
         for name in embedders
     }
+    machine["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     torch_rate = len(texts) / seconds[TORCH]
     fast_rate = len(texts) / seconds[args.backend]
     figures = {
@@ -258,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_target_met": figures["speedup"] >= TARGET_SPEEDUP,
         "ndcg_target_met": abs(figures["ndcg_delta"]) <= TARGET_NDCG_DELTA,
         "export_seconds": round(export_seconds, 2),
+        "export_cache": "reused or made in --cache-dir"
+        if args.cache_dir
+        else "made now, in a temporary cache",
         "fast_load_seconds": round(fast_load_seconds, 2),
         "model_keys": {name: embedder.model_key for name, embedder in embedders.items()},
         "machine": machine,

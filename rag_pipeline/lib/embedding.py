@@ -101,9 +101,7 @@ def check_backend(backend: str) -> str:
             f"unknown embedding backend {backend!r}: expected one of {', '.join(BACKENDS)}"
         )
     missing = [
-        module
-        for module in _BACKEND_MODULES.get(backend, ())
-        if not _module_available(module)
+        module for module in _BACKEND_MODULES.get(backend, ()) if not _module_available(module)
     ]
     if missing:
         raise BackendUnavailableError(
@@ -341,14 +339,24 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-@cache
 def load_embedder(
     model_name: str = DEFAULT_MODEL_NAME,
     batch_size: int = 32,
     backend: str = DEFAULT_BACKEND,
     cache_dir: Path | None = None,
 ) -> SentenceTransformerEmbedder:
-    """One model per process and backend: loading takes seconds and hundreds of megabytes."""
+    """One model per process and backend: loading takes seconds and hundreds of megabytes.
+
+    The torch backend has no export, so its cache dir is not part of the identity: the CLI
+    (which passes one) and code that passes none share one model.
+    """
+    return _load_embedder(model_name, batch_size, backend, None if backend == TORCH else cache_dir)
+
+
+@cache
+def _load_embedder(
+    model_name: str, batch_size: int, backend: str, cache_dir: Path | None
+) -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(model_name, batch_size, backend, cache_dir)
 
 
