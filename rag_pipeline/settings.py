@@ -56,8 +56,9 @@ class Settings:
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     embedding_model: str = DEFAULT_MODEL_NAME
     embedding_batch_size: int = 32
-    # torch (the packaged safetensors), openvino or onnx (a local export of the same weights,
-    # cached in `embedding_cache_dir`, default `<data_dir>/models`). Part of the embedding key.
+    # torch (the packaged safetensors), openvino, openvino-int8 or onnx (a local export of the
+    # same weights, cached in `embedding_cache_dir`, default `<data_dir>/models`). Part of the
+    # embedding key.
     embedding_backend: str = DEFAULT_BACKEND
     embedding_cache_dir: str = ""
     keep_index_versions: int = 5

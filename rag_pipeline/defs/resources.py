@@ -66,8 +66,8 @@ class SourceCatalogResource(dg.ConfigurableResource):
 
 class EmbedderResource(dg.ConfigurableResource):
     """The embedding model (shipped in a package or a local directory; never downloaded), and
-    the backend that runs it (`torch`, or a cached local `openvino`/`onnx` export; empty
-    `cache_dir`: `<data dir>/models`)."""
+    the backend that runs it (`torch`, or a cached local `openvino`/`openvino-int8`/`onnx`
+    export; empty `cache_dir`: `<data dir>/models`)."""
 
     model_name: str = DEFAULT_MODEL_NAME
     batch_size: int = 32

@@ -5,7 +5,9 @@ keyed by it: two keys never share cached vectors, one key never embeds the same 
 
 Backends (`RAG_EMBEDDING_BACKEND`): `torch` runs the packaged safetensors; `openvino` and `onnx`
 run an export of the same weights made locally on first use (sentence-transformers' `backend=`)
-and cached on disk under a key of the weights digest, the backend and the library versions. A
+and cached on disk under a key of the weights digest, the backend and the library versions;
+`openvino-int8` is that OpenVINO export quantised to int8 by NNCF, calibrated offline on the
+bundled sample corpus (`rag_pipeline.lib.embedding_int8`). A
 backend whose packages are missing is an error naming what to install, never a silent fallback:
 the key must name the backend that actually embedded, or one index would mix two models.
 """
@@ -32,22 +34,31 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 TORCH = "torch"
 OPENVINO = "openvino"
+OPENVINO_INT8 = "openvino-int8"
 ONNX = "onnx"
-BACKENDS = (TORCH, OPENVINO, ONNX)
+BACKENDS = (TORCH, OPENVINO, OPENVINO_INT8, ONNX)
 DEFAULT_BACKEND = TORCH
 # Modules each exported backend imports, the distributions whose versions key its export, and
 # what to install when they are missing.
 _BACKEND_MODULES = {
     OPENVINO: ("openvino", "optimum.intel.openvino"),
+    OPENVINO_INT8: ("openvino", "optimum.intel.openvino", "nncf"),
     ONNX: ("onnxruntime", "optimum.onnxruntime"),
 }
 _BACKEND_DISTRIBUTIONS = {
     OPENVINO: ("openvino", "optimum-intel", "optimum"),
+    OPENVINO_INT8: ("openvino", "optimum-intel", "optimum", "nncf"),
     ONNX: ("onnxruntime", "optimum-onnx", "optimum"),
 }
+# The sentence-transformers backend that runs each export.
+_RUNTIME = {OPENVINO: "openvino", OPENVINO_INT8: "openvino", ONNX: "onnx"}
+_OPENVINO_EXTRA_HINT = (
+    "the `openvino` extra: pip install -c constraints-torch.txt -e '.[openvino]' "
+    "(then `pip uninstall -y torchvision`, as `make install` does)"
+)
 _BACKEND_INSTALL_HINT = {
-    OPENVINO: "the `openvino` extra: pip install -c constraints-torch.txt -e '.[openvino]' "
-    "(then `pip uninstall -y torchvision`, as `make install` does)",
+    OPENVINO: _OPENVINO_EXTRA_HINT,
+    OPENVINO_INT8: _OPENVINO_EXTRA_HINT,
     ONNX: "sentence-transformers' `onnx` extra (optimum-onnx[onnxruntime]); it does not resolve "
     "next to sentence-transformers 6.2 on this project's index, so use the `openvino` backend",
 }
@@ -147,6 +158,10 @@ def export_key(model_name: str, backend: str) -> str:
             + _BACKEND_DISTRIBUTIONS[backend]
         ),
     ]
+    if backend == OPENVINO_INT8:
+        from rag_pipeline.lib.embedding_int8 import calibration_digest
+
+        parts.append(f"calibration={calibration_digest()}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -223,14 +238,18 @@ def exported_model_dir(model_name: str, backend: str, cache_dir: Path) -> Path:
         shutil.rmtree(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
     try:
-        if backend == OPENVINO:
+        if _RUNTIME[backend] == OPENVINO:
             _opt_out_of_openvino_telemetry()
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(
-            str(packaged_model_path(model_name)), device="cpu", backend=backend
+            str(packaged_model_path(model_name)), device="cpu", backend=_RUNTIME[backend]
         )
         model.save(str(staging))
+        if backend == OPENVINO_INT8:
+            from rag_pipeline.lib.embedding_int8 import quantize_openvino_export
+
+            quantize_openvino_export(staging, model.tokenizer, int(model.max_seq_length))
         _write_manifest(staging, key)
         try:
             staging.rename(target)
@@ -315,7 +334,9 @@ class SentenceTransformerEmbedder:
             self.model_dir = exported_model_dir(
                 model_name, backend, cache_dir or default_export_cache_dir()
             )
-            self._model = SentenceTransformer(str(self.model_dir), device="cpu", backend=backend)
+            self._model = SentenceTransformer(
+                str(self.model_dir), device="cpu", backend=_RUNTIME[backend]
+            )
         self._lock = threading.Lock()
         self.backend = backend
         self.batch_size = batch_size

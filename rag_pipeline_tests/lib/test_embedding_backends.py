@@ -1,8 +1,9 @@
 """Embedding backends: selection, the cached export, agreement with PyTorch, separate caches.
 
-The OpenVINO tests export the packaged model once per module (about 10 s) into a temporary
-cache, with `HOME` pointed at a temporary directory so that the telemetry opt-out is observed
-there and not written into the real home.
+The OpenVINO tests export the packaged model once per module (about 10 s; the int8 one is
+quantised too, about 20 s more on an idle machine) into a temporary cache, with `HOME`
+pointed at a temporary directory so that the telemetry opt-out is observed there and not
+written into the real home.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from rag_pipeline.defs.resources import (
     build_resources,
     index_keys,
 )
-from rag_pipeline.lib import database, embedding
+from rag_pipeline.lib import database, embedding, embedding_int8
 from rag_pipeline.lib.catalog import ConfigurationError
 from rag_pipeline.lib.embedding import (
     DEFAULT_MODEL_NAME,
     EXPORT_MANIFEST,
     OPENVINO,
+    OPENVINO_INT8,
     TORCH,
     BackendUnavailableError,
     SentenceTransformerEmbedder,
@@ -52,6 +54,9 @@ TEXTS = [
 needs_openvino = pytest.mark.skipif(
     not embedding._module_available("optimum.intel.openvino"),
     reason="the openvino extra is not installed",
+)
+needs_nncf = pytest.mark.skipif(
+    not embedding._module_available("nncf"), reason="the openvino extra is not installed"
 )
 
 
@@ -222,3 +227,57 @@ def test_openvino_agrees_with_torch(export_cache: Path) -> None:
     assert cosines.min() >= 0.9999, cosines
     # One text (a query) goes through the same path.
     assert float(expected[0] @ openvino_embedder.embed(TEXTS[:1])[0]) >= 0.9999
+
+
+def test_int8_calibration_is_the_bundled_sample_corpus_and_keys_the_export(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = embedding_int8.calibration_texts()
+    assert 50 <= len(texts) <= embedding_int8.CALIBRATION_TEXTS
+    assert all(0 < len(text.split()) <= embedding_int8.CALIBRATION_WORDS for text in texts)
+    assert texts == embedding_int8.calibration_texts()  # the same on every call and machine
+    # Thinned across the whole corpus, not only its first files.
+    assert any("parental leave" in text.lower() for text in texts)
+    assert any("TCK-" in text for text in texts)
+
+    key = export_key(DEFAULT_MODEL_NAME, OPENVINO_INT8)
+    assert key != export_key(DEFAULT_MODEL_NAME, OPENVINO)
+    monkeypatch.setattr(embedding_int8, "calibration_texts", lambda: [*texts, "one more text"])
+    assert export_key(DEFAULT_MODEL_NAME, OPENVINO_INT8) != key
+    assert model_key_for(DEFAULT_MODEL_NAME, OPENVINO_INT8).endswith("/openvino-int8")
+
+
+def test_int8_needs_nncf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(BackendUnavailableError, match=r"'openvino-int8' needs nncf.*\[openvino\]"):
+        check_backend(OPENVINO_INT8)
+
+
+@needs_openvino
+@needs_nncf
+def test_int8_export_is_quantized_and_close_to_torch(
+    export_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    cache = tmp_path_factory.mktemp("int8")
+    target = exported_model_dir(DEFAULT_MODEL_NAME, OPENVINO_INT8, cache)
+    assert export_is_complete(target, export_key(DEFAULT_MODEL_NAME, OPENVINO_INT8))
+    graph = (target / "openvino" / "openvino_model.xml").read_text(encoding="utf-8")
+    float_graph = (
+        exported_model_dir(DEFAULT_MODEL_NAME, OPENVINO, export_cache)
+        / "openvino"
+        / "openvino_model.xml"
+    ).read_text(encoding="utf-8")
+    # NNCF's quantisation inserts FakeQuantize operations; the float export has none.
+    assert 'type="FakeQuantize"' in graph and 'type="FakeQuantize"' not in float_graph
+    assert not list((target / "openvino").glob("*int8*"))  # the staged files were moved in place
+
+    int8_embedder = SentenceTransformerEmbedder(backend=OPENVINO_INT8, cache_dir=cache)
+    assert int8_embedder.model_key == model_key_for(DEFAULT_MODEL_NAME, OPENVINO_INT8)
+    expected = load_embedder().embed(TEXTS)
+    got = int8_embedder.embed(TEXTS)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosines = np.sum(expected * got, axis=1)
+    # Close to PyTorch, but measurably not the same vectors: hence a key of its own.
+    assert cosines.min() >= 0.97, cosines
+    assert cosines.min() < 0.9999, cosines
