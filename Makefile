@@ -51,7 +51,7 @@ test: lint
 # `query` key of reports/bench.json and reports/bench_query.md (about 25 minutes). First the
 # embedding backends side by side (the `embedding` key; needs the openvino extra).
 bench: install-openvino
-	$(BIN)/python benchmarks/bench_embedding.py --docs 2000 --out reports
+	$(BIN)/python benchmarks/bench_embedding.py --docs 1000 --round 120 --out reports
 	$(BIN)/python benchmarks/bench_incremental.py --docs 2000 --out reports
 	$(BIN)/python benchmarks/bench_search_scaling.py --chunks 20000 --out reports
 	$(BIN)/python benchmarks/bench_query.py --chunks 100000 --out reports
