@@ -21,16 +21,26 @@ CALIBRATION_WORDS = 120
 # NNCF's default statistics subset; more texts change the ranges by less than the noise.
 CALIBRATION_TEXTS = 300
 _CALIBRATION_SUFFIXES = (".md", ".txt")
+# The sample corpus's folders the calibration reads, named so that a source added to the sample
+# corpus later does not silently quantise to another model than the one measured.
+CALIBRATION_FOLDERS = (
+    "acme_engineering",
+    "acme_policies",
+    "acme_support",
+    "globex_support",
+    "globex_wiki",
+)
 
 
 def calibration_texts() -> list[str]:
-    """At most `CALIBRATION_TEXTS` windows of `CALIBRATION_WORDS` words over the bundled sample
-    corpus's Markdown and text files, taken round-robin over the files in path order: every
-    document contributes its first window before any contributes a second, so one large ticket
-    dump (most of the corpus's words) cannot crowd out the policies and runbooks."""
+    """At most `CALIBRATION_TEXTS` windows of `CALIBRATION_WORDS` words over the Markdown and
+    text files of the sample corpus's `CALIBRATION_FOLDERS`, round-robin over the files in path
+    order: every document contributes its first window before any contributes a second, so one
+    large ticket dump (most of the corpus's words) cannot crowd out the policies and runbooks."""
     root = Path(__file__).resolve().parents[1] / "sample_corpus"
     per_file: list[list[str]] = []
-    for path in sorted(root.rglob("*")):
+    paths = sorted(path for folder in CALIBRATION_FOLDERS for path in (root / folder).rglob("*"))
+    for path in paths:
         if path.suffix not in _CALIBRATION_SUFFIXES or not path.is_file():
             continue
         words = path.read_text(encoding="utf-8", errors="replace").split()

@@ -232,6 +232,8 @@ def test_openvino_agrees_with_torch(export_cache: Path) -> None:
 def test_int8_calibration_is_the_bundled_sample_corpus_and_keys_the_export(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    corpus = Path(embedding_int8.__file__).resolve().parents[1] / "sample_corpus"
+    assert all((corpus / folder).is_dir() for folder in embedding_int8.CALIBRATION_FOLDERS)
     texts = embedding_int8.calibration_texts()
     assert 50 <= len(texts) <= embedding_int8.CALIBRATION_TEXTS
     assert all(0 < len(text.split()) <= embedding_int8.CALIBRATION_WORDS for text in texts)
