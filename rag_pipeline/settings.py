@@ -96,6 +96,9 @@ class Settings:
     answer_min_similarity: float = DEFAULT_MIN_SIMILARITY
     answer_min_coverage: float = DEFAULT_MIN_COVERAGE
     answer_similarity_floor: float = DEFAULT_SIMILARITY_FLOOR
+    # Progress bars on stderr for long commands (`run`, `import-beir`, `make bench`), drawn
+    # only to a terminal; an off value or `--quiet` turns them off.
+    progress: str = "1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +125,10 @@ class Settings:
         if self.sources_file.resolve() == DEFAULT_SOURCES_FILE.resolve() and bundled.is_file():
             return [bundled]
         return []
+
+    @property
+    def progress_on(self) -> bool:
+        return self.progress.lower() not in PROGRESS_OFF
 
     def embedding_export_dir(self) -> Path:
         """Where exported (non-torch) embedding models are cached."""
@@ -187,7 +194,9 @@ ENVIRONMENT = {
     "answer_min_similarity": "RAG_ANSWER_MIN_SIMILARITY",
     "answer_min_coverage": "RAG_ANSWER_MIN_COVERAGE",
     "answer_similarity_floor": "RAG_ANSWER_SIMILARITY_FLOOR",
+    "progress": "RAG_PROGRESS",
 }
+PROGRESS_OFF = ("0", "off", "false", "no")
 
 # Numbers that may be zero, with their upper bound (None: unbounded). Every other number must be
 # greater than zero.

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-PROGRESS_VARIABLE = "RAG_PROGRESS"
-_OFF_VALUES = {"0", "false", "no", "off"}
 Item = TypeVar("Item")
 
 
@@ -39,8 +37,9 @@ def progress_enabled(
 ) -> bool:
     """Whether live progress may be drawn on `stream` (stderr): a terminal, and not switched off
     by `--quiet` or `RAG_PROGRESS=0`."""
-    environ = os.environ if environ is None else environ
-    if quiet or environ.get(PROGRESS_VARIABLE, "").strip().lower() in _OFF_VALUES:
+    from rag_pipeline.settings import Settings
+
+    if quiet or not Settings.from_env(environ).progress_on:
         return False
     stream = sys.stderr if stream is None else stream
     try:

@@ -78,6 +78,11 @@ class _ExportScan:
     def doc_id(self, relative: str) -> str:
         return f"{self.source.name}:{relative}"
 
+    @property
+    def space_tenant(self) -> str:
+        """The tenant a refused item is recorded under: the space's, else the source's."""
+        return str(self.permissions.space.get("tenant") or self.source.defaults.get("tenant") or "")
+
     def seen(self, page_id: str) -> bool:
         position = bisect.bisect_left(self.page_ids, int(page_id))
         return position < len(self.page_ids) and self.page_ids[position] == int(page_id)
@@ -232,9 +237,7 @@ class _ExportScan:
                 )
         except OSError:
             return
-        tenant = str(
-            self.permissions.space.get("tenant") or self.source.defaults.get("tenant") or ""
-        )
+        tenant = self.space_tenant
         for page_id in orphans:
             for file_name in _attachment_files(folder / page_id):
                 if mime_type_for(file_name) is None:
@@ -278,9 +281,7 @@ class _ExportScan:
             mime_type=PAGE_MIME_TYPE,
             encoding=None,
             owner=None,
-            tenant=str(
-                self.permissions.space.get("tenant") or self.source.defaults.get("tenant") or ""
-            ),
+            tenant=self.space_tenant,
             acl_principals=(),
             title=parsed.title,
             updated_at=read.mtime,
