@@ -41,8 +41,13 @@ lint: install
 	RAG_DAGSTER_PG_URL="$$($(BIN)/rag-pipeline db url --dagster)" \
 		$(BIN)/dagster definitions validate -w workspace.yaml
 
+# Two pytest-xdist workers (the machine's two cores), one test file per worker at a time so that a
+# module's fixtures are built once; the longest files go first (rag_pipeline_tests/conftest.py orders
+# them; xdist would otherwise put the files with the most tests first, and the two crash tests
+# last). `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Incremental re-indexing benchmark on 2,000 BEIR SciFact abstracts from ../shared (not needed
 # by the demo); writes reports/bench.json and reports/bench.md. Then permission-filtered search

