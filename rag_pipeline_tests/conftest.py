@@ -216,6 +216,14 @@ def cli_embeds_with(monkeypatch: pytest.MonkeyPatch, embedder: Embedder) -> None
 
 @pytest.fixture()
 def instance() -> Iterator[dg.DagsterInstance]:
-    # Persistent (sqlite): schedule contexts and other out-of-run readers need an instance ref.
+    """A Dagster instance in memory (`in_memory_instance`) for materializing the graph."""
+    with in_memory_instance() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture()
+def persistent_instance() -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on sqlite files: schedule contexts and other out-of-run readers need
+    an instance ref, which an in-memory instance does not have."""
     with dg.instance_for_test() as test_instance:
         yield test_instance

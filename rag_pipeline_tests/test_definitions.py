@@ -112,7 +112,10 @@ def test_source_sensor_registers_partitions_and_requests_changed_sources(
     assert json.loads(second.cursor).keys() == set(names)
 
 
-def test_daily_schedule_requests_every_source_partition(instance: dg.DagsterInstance) -> None:
+def test_daily_schedule_requests_every_source_partition(
+    persistent_instance: dg.DagsterInstance,
+) -> None:
+    instance = persistent_instance
     instance.add_dynamic_partitions(SOURCE_PARTITIONS.name, ["alpha", "beta"])
     context = dg.build_schedule_context(
         instance=instance, scheduled_execution_time=datetime(2026, 11, 24, 2, tzinfo=UTC)
