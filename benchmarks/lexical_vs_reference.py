@@ -41,17 +41,6 @@ from rag_pipeline.lib.chunking import ChunkingConfig, chunk_document
 from rag_pipeline.lib.connectors import DiscoveredDocument
 from rag_pipeline.lib.embedding import Embedder
 from rag_pipeline.lib.parsing import PARSER_KEY, ParseError, parse_document
-from rag_pipeline.lib.pipeline_store import (
-    documents_to_chunk,
-    documents_to_parse,
-    load_blob,
-    load_parsed_elements,
-    save_chunks,
-    save_embeddings,
-    save_parsed,
-    sync_source,
-    texts_to_embed,
-)
 from rag_pipeline.lib.retrieval import (
     HYBRID,
     LEXICAL,
@@ -63,6 +52,15 @@ from rag_pipeline.lib.retrieval import (
     RetrievalOptions,
     retrieve,
 )
+from rag_pipeline.lib.stores.chunks import documents_to_chunk, save_chunks
+from rag_pipeline.lib.stores.embeddings import save_embeddings, texts_to_embed
+from rag_pipeline.lib.stores.parsed import (
+    documents_to_parse,
+    load_blob,
+    load_parsed_elements,
+    save_parsed,
+)
+from rag_pipeline.lib.stores.sources import sync_source
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = REPO_ROOT.parent / "shared" / "beir" / "scifact"

@@ -20,17 +20,15 @@ from rag_pipeline.lib.chunking import ChunkingConfig, TokenCounter, chunk_docume
 from rag_pipeline.lib.connectors import DiscoveredDocument, QuarantineReason
 from rag_pipeline.lib.embedding import Embedder
 from rag_pipeline.lib.parsing import PARSER_KEY, ParsedDocument, parse_document
-from rag_pipeline.lib.pipeline_store import (
-    documents_to_chunk,
+from rag_pipeline.lib.stores.chunks import documents_to_chunk, save_chunks
+from rag_pipeline.lib.stores.embeddings import save_embeddings, texts_to_embed
+from rag_pipeline.lib.stores.parsed import (
     documents_to_parse,
     load_blob,
     load_parsed_elements,
-    save_chunks,
-    save_embeddings,
     save_parsed,
-    sync_source,
-    texts_to_embed,
 )
+from rag_pipeline.lib.stores.sources import sync_source
 from rag_pipeline_tests.fakes import HashedBagOfWordsEmbedder, WordCounter
 
 EMBEDDER = HashedBagOfWordsEmbedder()

@@ -40,10 +40,6 @@ from rag_pipeline.lib.chunking import ChunkingConfig
 from rag_pipeline.lib.connectors import DiscoveredDocument, QuarantineReason
 from rag_pipeline.lib.lineage import UnknownChunkError, trace_chunk
 from rag_pipeline.lib.parsing import PARSER_KEY
-from rag_pipeline.lib.pipeline_store import (
-    sync_source,
-    tombstone_removed_sources,
-)
 from rag_pipeline.lib.retrieval import (
     HYBRID,
     LEXICAL,
@@ -53,6 +49,7 @@ from rag_pipeline.lib.retrieval import (
     retrieve,
     vector_search,
 )
+from rag_pipeline.lib.stores.sources import sync_source, tombstone_removed_sources
 from rag_pipeline_tests.conftest import create_database
 from rag_pipeline_tests.fakes import HashedBagOfWordsEmbedder, WordCounter
 from rag_pipeline_tests.small_corpus import process_source

@@ -25,16 +25,15 @@ from rag_pipeline.definitions import build_defs
 from rag_pipeline.lib import database
 from rag_pipeline.lib.catalog import SourceConfig, load_sources, load_user_access
 from rag_pipeline.lib.connectors import scan_filesystem_source, stale_sidecar_entries
-from rag_pipeline.lib.pipeline_store import (
+from rag_pipeline.lib.retrieval import search
+from rag_pipeline.lib.stores.chunks import documents_to_chunk
+from rag_pipeline.lib.stores.parsed import documents_to_parse, load_blob
+from rag_pipeline.lib.stores.quarantine import quarantine_document
+from rag_pipeline.lib.stores.sources import (
     SourceSyncReport,
-    documents_to_chunk,
-    documents_to_parse,
-    load_blob,
-    quarantine_document,
     sync_source,
     tombstone_removed_sources,
 )
-from rag_pipeline.lib.retrieval import search
 from rag_pipeline.runner import PipelineRun, run_pipeline
 from rag_pipeline_tests.conftest import make_resources
 from rag_pipeline_tests.fakes import hashed_embedder
@@ -411,7 +410,7 @@ def test_a_metadata_change_lets_parse_and_chunk_retry_a_refused_version(
     database_url: str, tmp_path: Path
 ) -> None:
     from rag_pipeline.lib.parsing import parse_document
-    from rag_pipeline.lib.pipeline_store import save_parsed
+    from rag_pipeline.lib.stores.parsed import save_parsed
 
     sidecar: dict[str, Any] = {"defaults": {"tenant": "acme", "acl": ["group:acme-all"]}}
     source = hr_source(tmp_path, {"a.md": doc("A", "text a"), "b.md": doc("B", "text b")}, sidecar)

@@ -14,7 +14,7 @@ from rag_pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from rag_pipeline.lib.embedding import Embedder, SentenceTransformerEmbedder
-    from rag_pipeline.lib.erasure import ConnectionFactory
+    from rag_pipeline.lib.erasure_records import ConnectionFactory
     from rag_pipeline.lib.retrieval import RetrievalOptions
 
 

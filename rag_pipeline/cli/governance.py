@@ -114,19 +114,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     """Right to erasure: erase, verify again, or lift (rag_pipeline/lib/erasure.py)."""
-    from rag_pipeline.lib import erasure
+    from rag_pipeline.lib import erasure, erasure_records
 
     settings = current_settings()
     requested_by = args.requested_by or os.environ.get("USER") or "cli"
     with database.connection(_database_url(settings)) as conn:
         if args.lift:
-            erasure.lift_erasure(conn, args.lift, requested_by, args.reason or "")
+            erasure_records.lift_erasure(conn, args.lift, requested_by, args.reason or "")
             print(f"erasure of {args.lift} lifted: the next scan of its source ingests it again")
             return 0
         dagster, note = _dagster_connection_factory(settings)
         if args.verify:
             if not args.text_file:
-                raise erasure.ErasureError("--verify needs --text-file (the erased text)")
+                raise erasure_records.ErasureError("--verify needs --text-file (the erased text)")
             text = Path(args.text_file).read_text(encoding="utf-8", errors="replace")
             report = erasure.reverify(conn, args.verify, text, dagster, note)
         else:

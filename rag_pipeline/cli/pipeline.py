@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from rag_pipeline.definitions import build_defs
     from rag_pipeline.lib.index_versions import active_version_id
-    from rag_pipeline.lib.pipeline_store import current_quarantine
+    from rag_pipeline.lib.stores.quarantine import current_quarantine
     from rag_pipeline.runner import pipeline_progress, prepare_dagster_home, run_pipeline
 
     settings = current_settings()

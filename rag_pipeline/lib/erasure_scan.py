@@ -1,6 +1,6 @@
 """Find, and scrub, what is left of an erased document's text in any table of a database.
 
-The erasure itself deletes rows by key (erasure.py). This module answers the auditor's question
+The erasure deletes rows by key (erasure_delete.py). This module answers the auditor's question
 "is the text still anywhere?" without trusting that list of keys: it takes fragments of the text,
 collected before the erasure (40-character windows of every chunk, parse element and the title),
 and looks for them in every text, varchar, json, jsonb, text[] and bytea column of every table of

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from rag_pipeline.lib.pipeline_store import ERASED_REASON_CODE
+from rag_pipeline.lib.erasure_records import ERASED_REASON_CODE
 
 # Above this share of a source's present documents in quarantine, its check warns: a few bad
 # files are normal, a third of a share usually means a broken export or a wrong sidecar.
@@ -42,7 +42,7 @@ class SourceHealth:
         return self.quarantined / self.documents if self.documents else 0.0
 
 
-# The same rows as `pipeline_store.current_quarantine`, for every source at once: refusals of the
+# The same rows as `stores.quarantine.current_quarantine`, for every source at once: refusals of the
 # current version of documents still present, and standing erasures.
 _QUARANTINE_SQL = """
 SELECT source, doc_id, stage, reason_code, reason FROM (

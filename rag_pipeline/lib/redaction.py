@@ -25,7 +25,7 @@ Policies (per source in `sources.yaml`, see `RedactionPolicy`):
   and reasons (answers leave it out by default); `quarantine` does not index it at all.
 
 Everything here is pure: the detectors are imported from `rag_pipeline.lib.safety` and the
-database work is in `rag_pipeline.lib.redaction_store`.
+database work is in `rag_pipeline.lib.stores.redaction`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from rag_pipeline.lib.connectors import (
 )
 from rag_pipeline.lib.connectors.access import item_metadata
 from rag_pipeline.lib.connectors.base import content_hash
-from rag_pipeline.lib.pipeline_store import current_quarantine, sync_source
+from rag_pipeline.lib.stores.quarantine import current_quarantine
+from rag_pipeline.lib.stores.sources import sync_source
 from rag_pipeline_tests.conftest import create_database
 
 

@@ -154,12 +154,9 @@ def test_a_new_parser_version_retries_a_document_the_old_one_refused(
     from rag_pipeline.lib.catalog import SourceConfig
     from rag_pipeline.lib.connectors import scan_filesystem_source
     from rag_pipeline.lib.parsing import parse_document
-    from rag_pipeline.lib.pipeline_store import (
-        documents_to_parse,
-        quarantine_document,
-        save_parsed,
-        sync_source,
-    )
+    from rag_pipeline.lib.stores.parsed import documents_to_parse, save_parsed
+    from rag_pipeline.lib.stores.quarantine import quarantine_document
+    from rag_pipeline.lib.stores.sources import sync_source
 
     folder = tmp_path / "src"
     folder.mkdir()

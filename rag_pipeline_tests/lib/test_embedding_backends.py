@@ -41,7 +41,7 @@ from rag_pipeline.lib.embedding import (
     load_embedder,
     model_key_for,
 )
-from rag_pipeline.lib.pipeline_store import save_embeddings
+from rag_pipeline.lib.stores.embeddings import save_embeddings
 from rag_pipeline.settings import Settings
 
 TEXTS = [

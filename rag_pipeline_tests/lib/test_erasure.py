@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from rag_pipeline.lib import database, erasure, erasure_scan, index_versions
-from rag_pipeline.lib.erasure import ErasureError
+from rag_pipeline.lib import database, erasure, erasure_records, erasure_scan, index_versions
+from rag_pipeline.lib.erasure_records import ErasureError
 from rag_pipeline_tests.small_corpus import DOCS, build, ingest
 from rag_pipeline_tests.test_erasure import dagster_database
 
@@ -168,7 +168,7 @@ def test_erasure_removes_the_text_everywhere_and_keeps_shared_rows(
         == 0
     )
     # Tombstones: no title, no text, no content hash.
-    stones = erasure.tombstones(conn)
+    stones = erasure_records.tombstones(conn)
     assert {stone["doc_id"] for stone in stones} == {"s:audit.txt", "s:kafka.txt"}
     serialized = json.dumps(stones, default=str)
     assert "Vexmoor" not in serialized and kafka_blob not in serialized
@@ -235,7 +235,7 @@ def test_erasing_by_owner_takes_every_document_of_that_owner(conn: psycopg.Conne
     assert "s:audit.txt" not in remaining and "s:vpn.txt" not in remaining
     assert "s:kafka.txt" in remaining
     # One request, one id, one transaction.
-    assert len({stone["request_id"] for stone in erasure.tombstones(conn)}) == 1
+    assert len({stone["request_id"] for stone in erasure_records.tombstones(conn)}) == 1
 
 
 def test_reverify_scrubs_and_reports_a_copy_made_after_the_erasure(
@@ -254,7 +254,7 @@ def test_reverify_scrubs_and_reports_a_copy_made_after_the_erasure(
         "rag.index_versions.diff (rewritten)": 1
     }
     assert _oracle(conn, "Vexmoor") == []
-    stone = erasure.tombstones(conn, "s:audit.txt")[0]
+    stone = erasure_records.tombstones(conn, "s:audit.txt")[0]
     assert stone["verified_at"] is not None and stone["verification"]["hits"] == []
     with pytest.raises(ErasureError, match="no standing erasure"):
         erasure.reverify(conn, "s:kafka.txt", UNIQUE, dagster=None)
@@ -264,7 +264,7 @@ def test_a_lifted_erasure_lets_the_document_back_in(conn: psycopg.Connection) ->
     targets = erasure.resolve_targets(conn, ["s:audit.txt"])
     erasure.erase_documents(conn, targets, "request 8", "dpo")
     ingest(conn, CORPUS)
-    assert erasure.standing_erasures(conn, "s") == {"s:audit.txt"}
+    assert erasure_records.standing_erasures(conn, "s") == {"s:audit.txt"}
     assert (
         conn.execute("SELECT count(*) FROM rag.documents WHERE doc_id = 's:audit.txt'").fetchone()[
             0
@@ -272,15 +272,15 @@ def test_a_lifted_erasure_lets_the_document_back_in(conn: psycopg.Connection) ->
         == 0
     )
     with pytest.raises(ErasureError, match="--reason"):
-        erasure.lift_erasure(conn, "s:audit.txt", "dpo", "")
-    erasure.lift_erasure(conn, "s:audit.txt", "dpo", "withdrawn")
+        erasure_records.lift_erasure(conn, "s:audit.txt", "dpo", "")
+    erasure_records.lift_erasure(conn, "s:audit.txt", "dpo", "withdrawn")
     ingest(conn, CORPUS)
     assert (
         conn.execute("SELECT count(*) FROM rag.chunks WHERE doc_id = 's:audit.txt'").fetchone()[0]
         >= 1
     )
     with pytest.raises(ErasureError, match="no standing erasure"):
-        erasure.lift_erasure(conn, "s:audit.txt", "dpo", "again")
+        erasure_records.lift_erasure(conn, "s:audit.txt", "dpo", "again")
 
 
 def test_dagster_event_log_is_scrubbed_and_still_readable(
@@ -320,7 +320,7 @@ def test_dagster_event_log_is_scrubbed_and_still_readable(
         shown = event.asset_materialization.metadata["preview"].value
         assert "| s:audit.txt | [erased] |" in shown and "Kafka consumer lag" in shown
         # Idempotent: a second pass finds nothing more to rewrite.
-        assert erasure.scrub_dagster(dagster, erasure_scan.text_fragments([UNIQUE])) == {}
+        assert erasure_records.scrub_dagster(dagster, erasure_scan.text_fragments([UNIQUE])) == {}
 
 
 def _oracle_url(url: str, word: str) -> list[str]:

@@ -9,10 +9,11 @@ from rag_pipeline.defs.redaction.assets import redacted_documents
 from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource, PostgresResource
 from rag_pipeline.lib.chunking import chunk_document
 from rag_pipeline.lib.parsing import PARSER_KEY
-from rag_pipeline.lib.pipeline_store import quarantine_document
 from rag_pipeline.lib.progress import log_progress
 from rag_pipeline.lib.redaction import decide_injection, detector_version, redact_text
-from rag_pipeline.lib.redaction_store import (
+from rag_pipeline.lib.safety import InjectionVerdict
+from rag_pipeline.lib.stores.quarantine import quarantine_document
+from rag_pipeline.lib.stores.redaction import (
     cached_verdicts,
     documents_to_chunk,
     load_redacted_elements,
@@ -22,7 +23,6 @@ from rag_pipeline.lib.redaction_store import (
     save_verdicts,
     source_redaction,
 )
-from rag_pipeline.lib.safety import InjectionVerdict
 
 
 @dg.asset(

@@ -9,7 +9,8 @@ from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import PostgresResource, SourceCatalogResource
 from rag_pipeline.lib.catalog import ConfigurationError
 from rag_pipeline.lib.connectors import ScanState, scan_source
-from rag_pipeline.lib.pipeline_store import current_quarantine, sync_source
+from rag_pipeline.lib.stores.quarantine import current_quarantine
+from rag_pipeline.lib.stores.sources import sync_source
 
 
 @dg.asset(

@@ -15,8 +15,8 @@ from rag_pipeline.defs.embeddings.assets import chunk_embeddings
 from rag_pipeline.defs.markdown import table
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS
 from rag_pipeline.defs.resources import PostgresResource
-from rag_pipeline.lib.pipeline_store import current_quarantine
 from rag_pipeline.lib.quarantine_summary import MAX_QUARANTINE_RATE, health_of
+from rag_pipeline.lib.stores.quarantine import current_quarantine
 
 QUARANTINE_RATE_CHECK = "quarantine_rate_within_limit"
 ACL_CHECK = "served_documents_have_acl"

@@ -7,8 +7,12 @@ from rag_pipeline.defs.chunking.assets import chunks
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource, PostgresResource
 from rag_pipeline.lib.parsing import PARSER_KEY
-from rag_pipeline.lib.pipeline_store import count_current_chunks, save_embeddings, texts_to_embed
 from rag_pipeline.lib.progress import ProgressLog
+from rag_pipeline.lib.stores.embeddings import (
+    count_current_chunks,
+    save_embeddings,
+    texts_to_embed,
+)
 
 
 @dg.asset(

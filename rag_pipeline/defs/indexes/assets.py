@@ -26,9 +26,9 @@ from rag_pipeline.lib.index_versions import (
     build_candidate,
     promote,
 )
-from rag_pipeline.lib.pipeline_store import tombstone_removed_sources
 from rag_pipeline.lib.quality_gates import PROMOTION_CHECKS
 from rag_pipeline.lib.serving_history import latest_serving_change
+from rag_pipeline.lib.stores.sources import tombstone_removed_sources
 
 # Document ids listed per kind of change in the diff preview (the JSON `diff` holds up to 200).
 DIFF_IDS_SHOWN = 10

@@ -9,14 +9,10 @@ from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import ParsingResource, PostgresResource
 from rag_pipeline.lib.parse_worker import ParseWorker
 from rag_pipeline.lib.parsing import PARSER_KEY, ParseError
-from rag_pipeline.lib.pipeline_store import (
-    documents_to_parse,
-    load_blob,
-    quarantine_document,
-    save_parsed,
-)
 from rag_pipeline.lib.progress import log_progress
 from rag_pipeline.lib.redaction import redact_text
+from rag_pipeline.lib.stores.parsed import documents_to_parse, load_blob, save_parsed
+from rag_pipeline.lib.stores.quarantine import quarantine_document
 
 
 @dg.asset(

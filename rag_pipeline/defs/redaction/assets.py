@@ -8,7 +8,6 @@ from rag_pipeline.defs.parsing.assets import parsed_documents
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import PostgresResource, SourceCatalogResource
 from rag_pipeline.lib.parsing import PARSER_KEY
-from rag_pipeline.lib.pipeline_store import load_parsed_elements, quarantine_document
 from rag_pipeline.lib.redaction import (
     apply_policy,
     detector_version,
@@ -17,7 +16,9 @@ from rag_pipeline.lib.redaction import (
     scan_key,
     sensitive_detector,
 )
-from rag_pipeline.lib.redaction_store import (
+from rag_pipeline.lib.stores.parsed import load_parsed_elements
+from rag_pipeline.lib.stores.quarantine import quarantine_document
+from rag_pipeline.lib.stores.redaction import (
     documents_to_redact,
     load_scan,
     save_redacted,

@@ -11,7 +11,7 @@ A connector turns one configured source into a stream of items, in a stable orde
   merged into another ticket). Documents a scan does not mention at all are removed too, so a
   connector that lists everything needs no removals of its own.
 
-Change detection, tombstoning, quarantine and the audit trail (`pipeline_store.sync_source`)
+Change detection, tombstoning, quarantine and the audit trail (`stores.sources.sync_source`)
 work on these items the same way whatever the connector.
 """
 

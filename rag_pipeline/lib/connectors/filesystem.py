@@ -25,7 +25,7 @@ Access metadata, and how it fails closed:
 - A file is quarantined `sidecar_mismatch`, never given the defaults, when the sidecar may have
   meant it: it has no entry of its own and a stale entry (one naming no file) names its path
   up to letter case or Unicode normalisation, or names a file of the same name in another
-  folder. `pipeline_store.sync_source` adds the third case: a file with no entry whose bytes
+  folder. `stores.sources.sync_source` adds the third case: a file with no entry whose bytes
   equal those of a recorded document of the same source whose entry is now stale (a rename).
 - Each field is type-checked per entry (`title` a string, `owner` one principal, `acl` a list
   of principals, `tenant` a string, `updated_at` an ISO 8601 timestamp, `encoding` a text codec

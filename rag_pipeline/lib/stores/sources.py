@@ -1,23 +1,18 @@
-"""Reads and writes of the ingestion stages (documents, parses, chunks, embeddings) in Postgres.
+"""One scan of a source applied to `rag.documents`, and the tombstones of removed sources.
 
-Every query here uses bound parameters. Each stage asks for exactly the work that is missing for
-the current (content hash, parser, chunker, model) keys, which is what makes re-runs incremental:
-an unchanged document has nothing missing, so nothing is parsed, chunked or embedded again.
+Change detection (added, changed, metadata changed, restored, deleted), rename detection through
+stale sidecar entries, source-stage quarantine and the audit trail of `rag.document_events`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from rag_pipeline.lib.chunking import Chunk
 from rag_pipeline.lib.connectors import (
     SIDECAR_FILE,
     UNREAD_CONTENT_HASH,
@@ -29,8 +24,14 @@ from rag_pipeline.lib.connectors import (
     UnchangedDocument,
 )
 from rag_pipeline.lib.connectors.base import KnownDocument
-from rag_pipeline.lib.erasure import ERASED_REASON_CODE, lock_source, standing_erasures
-from rag_pipeline.lib.parsing import ParsedDocument, ParsedElement
+from rag_pipeline.lib.erasure_records import lock_source, standing_erasures
+from rag_pipeline.lib.stores.quarantine import record_quarantine
+from rag_pipeline.lib.stores.source_state import (
+    RecordedDocument,
+    load_cursor,
+    recorded_documents,
+    save_cursor,
+)
 
 
 @dataclass
@@ -50,84 +51,6 @@ class SourceSyncReport:
     bytes_read: int = 0
     # Still at the source, but erased on request (right to erasure): not ingested.
     erased: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PendingDocument:
-    doc_id: str
-    source: str
-    uri: str
-    relative_path: str
-    content_hash: str
-    mime_type: str
-    encoding: str | None
-    title: str | None
-
-
-@dataclass(frozen=True)
-class QuarantineRecord:
-    doc_id: str
-    stage: str
-    reason_code: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class _KnownDocument:
-    content_hash: str
-    metadata_hash: str
-    deleted: bool
-    relative_path: str
-    tenant: str
-    acl_principals: tuple[str, ...]
-    # Refused by the source stage for its current bytes.
-    source_quarantined: bool
-    change_token: str | None
-
-
-def _known_documents(conn: psycopg.Connection, source: str) -> dict[str, _KnownDocument]:
-    rows = conn.execute(
-        """
-        SELECT d.doc_id, d.content_hash, d.metadata_hash, d.deleted_at IS NOT NULL,
-               d.relative_path, d.tenant, d.acl_principals,
-               EXISTS (SELECT 1 FROM rag.quarantine q
-                       WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
-                         AND q.stage = 'source'),
-               d.change_token
-        FROM rag.documents d WHERE d.source = %s
-        """,
-        (source,),
-    ).fetchall()
-    return {
-        row[0]: _KnownDocument(
-            row[1], row[2], row[3], row[4], row[5], tuple(row[6]), row[7], row[8]
-        )
-        for row in rows
-    }
-
-
-def _load_cursor(conn: psycopg.Connection, source: str) -> dict[str, object] | None:
-    row = conn.execute(
-        "SELECT cursor FROM rag.source_cursors WHERE source = %s", (source,)
-    ).fetchone()
-    return None if row is None else dict(row[0])
-
-
-def _save_cursor(
-    conn: psycopg.Connection,
-    source: str,
-    connector: str,
-    cursor: dict[str, object],
-    run_id: str | None,
-) -> None:
-    conn.execute(
-        """
-        INSERT INTO rag.source_cursors (source, connector, cursor, run_id) VALUES (%s, %s, %s, %s)
-        ON CONFLICT (source) DO UPDATE SET connector = EXCLUDED.connector,
-            cursor = EXCLUDED.cursor, run_id = EXCLUDED.run_id, updated_at = now()
-        """,
-        (source, connector, Jsonb(cursor), run_id),
-    )
 
 
 def _detect_rename(
@@ -151,7 +74,7 @@ def _detect_rename(
     )
 
 
-def _event_detail(doc: DiscoveredDocument, previous: _KnownDocument | None) -> Jsonb | None:
+def _event_detail(doc: DiscoveredDocument, previous: RecordedDocument | None) -> Jsonb | None:
     detail: dict[str, object] = {}
     if doc.source_metadata:
         # Per version: lineage of an older chunk shows the commit or export it came from.
@@ -201,13 +124,13 @@ def sync_source(
         # between this scan's read and its writes; a standing erasure is never ingested again.
         lock_source(conn, source)
         erased = standing_erasures(conn, source)
-        known = _known_documents(conn, source)
+        known = recorded_documents(conn, source)
         if state is not None:
             state.known = {
                 doc_id: KnownDocument(row.change_token, row.metadata_hash, row.deleted)
                 for doc_id, row in known.items()
             }
-            state.cursor = _load_cursor(conn, source)
+            state.cursor = load_cursor(conn, source)
         items = iter(documents)
         # The first item is drawn before the rename map is built: a connector reports its
         # stale sidecar entries when its scan starts.
@@ -255,7 +178,7 @@ def sync_source(
             if doc.quarantine is not None:
                 refused.append(doc.doc_id)
                 report.quarantined.append((doc.doc_id, doc.quarantine.code, doc.quarantine.message))
-                _record_quarantine(
+                record_quarantine(
                     conn,
                     doc.doc_id,
                     doc.content_hash,
@@ -379,7 +302,7 @@ def sync_source(
             (source, refused),
         )
         if state is not None and state.next_cursor is not None:
-            _save_cursor(conn, source, connector, state.next_cursor, run_id)
+            save_cursor(conn, source, connector, state.next_cursor, run_id)
         # Refreshed at most daily: rewriting every row on every no-op run would make re-runs
         # cost in proportion to the corpus and bloat the table with dead tuples.
         conn.execute(
@@ -393,7 +316,7 @@ def sync_source(
 
 def _keep_unchanged(
     doc_id: str,
-    known: dict[str, _KnownDocument],
+    known: dict[str, RecordedDocument],
     report: SourceSyncReport,
     seen: set[str],
     refused: list[str],
@@ -445,272 +368,3 @@ def tombstone_removed_sources(
         },
     ).fetchall()
     return sorted(row[0] for row in rows)
-
-
-def _record_quarantine(
-    conn: psycopg.Connection,
-    doc_id: str,
-    content_hash: str,
-    stage: str,
-    source: str,
-    uri: str,
-    reason_code: str,
-    reason: str,
-    run_id: str | None,
-    processor_key: str = "",
-) -> None:
-    conn.execute(
-        """
-        INSERT INTO rag.quarantine (doc_id, content_hash, stage, source, uri, reason_code,
-            reason, run_id, processor_key)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (doc_id, content_hash, stage) DO UPDATE SET
-            reason_code = EXCLUDED.reason_code, reason = EXCLUDED.reason,
-            run_id = EXCLUDED.run_id, processor_key = EXCLUDED.processor_key,
-            last_seen_at = now()
-        """,
-        (doc_id, content_hash, stage, source, uri, reason_code, reason, run_id, processor_key),
-    )
-
-
-def quarantine_document(
-    conn: psycopg.Connection,
-    doc: PendingDocument,
-    stage: str,
-    processor_key: str,
-    reason_code: str,
-    reason: str,
-    run_id: str | None,
-) -> None:
-    """Record that `processor_key` (a parser or chunker) refused this document version.
-
-    Only that processor: a new parser or chunker version gives the document another try.
-    """
-    _record_quarantine(
-        conn,
-        doc.doc_id,
-        doc.content_hash,
-        stage,
-        doc.source,
-        doc.uri,
-        reason_code,
-        reason,
-        run_id,
-        processor_key,
-    )
-
-
-def current_quarantine(conn: psycopg.Connection, source: str) -> list[QuarantineRecord]:
-    """Quarantine records that apply to the current version of the source's live documents,
-    and the source's standing erasures (reason `erased`: not ingested while the erasure stands)."""
-    rows = conn.execute(
-        """
-        SELECT doc_id, stage, reason_code, reason FROM (
-            SELECT q.doc_id, q.stage, q.reason_code, q.reason
-            FROM rag.quarantine q
-            JOIN rag.documents d ON d.doc_id = q.doc_id AND d.content_hash = q.content_hash
-            WHERE d.source = %(source)s AND d.deleted_at IS NULL
-            UNION ALL
-            SELECT t.doc_id, 'source', %(erased)s,
-                   'erased on request (right to erasure); not ingested again until'
-                   || ' `rag-pipeline erase --lift DOC`'
-            FROM rag.erasure_tombstones t
-            WHERE t.source = %(source)s AND t.lifted_at IS NULL
-        ) refused
-        ORDER BY doc_id, stage
-        """,
-        {"source": source, "erased": ERASED_REASON_CODE},
-    ).fetchall()
-    return [QuarantineRecord(*row) for row in rows]
-
-
-def documents_to_parse(
-    conn: psycopg.Connection, source: str, parser_key: str
-) -> list[PendingDocument]:
-    rows = conn.execute(
-        """
-        SELECT d.doc_id, d.source, d.uri, d.relative_path, d.content_hash, d.mime_type,
-               d.encoding, d.title
-        FROM rag.documents d
-        WHERE d.source = %(source)s AND d.deleted_at IS NULL
-          AND NOT EXISTS (SELECT 1 FROM rag.quarantine q
-                          WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
-                            AND NOT (q.stage = 'parse' AND q.processor_key <> %(parser)s))
-          AND NOT EXISTS (SELECT 1 FROM rag.parsed_documents p
-                          WHERE p.doc_id = d.doc_id AND p.content_hash = d.content_hash
-                            AND p.parser_key = %(parser)s)
-        ORDER BY d.doc_id
-        """,
-        {"source": source, "parser": parser_key},
-    ).fetchall()
-    return [PendingDocument(*row) for row in rows]
-
-
-def load_blob(conn: psycopg.Connection, content_hash: str) -> bytes:
-    row = conn.execute(
-        "SELECT content FROM rag.source_blobs WHERE content_hash = %s", (content_hash,)
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"no stored bytes for content hash {content_hash}")
-    return bytes(row[0])
-
-
-def release_quarantine(conn: psycopg.Connection, doc: PendingDocument, stage: str) -> None:
-    """A stage succeeded on this document version: an earlier processor's refusal is void."""
-    conn.execute(
-        "DELETE FROM rag.quarantine WHERE doc_id = %s AND content_hash = %s AND stage = %s",
-        (doc.doc_id, doc.content_hash, stage),
-    )
-
-
-def save_parsed(
-    conn: psycopg.Connection, doc: PendingDocument, parser_key: str, parsed: ParsedDocument
-) -> None:
-    release_quarantine(conn, doc, "parse")
-    conn.execute(
-        """
-        INSERT INTO rag.parsed_documents (doc_id, content_hash, parser_key, title, elements,
-            element_count, text_chars, duration_ms)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (doc_id, content_hash, parser_key) DO NOTHING
-        """,
-        (
-            doc.doc_id,
-            doc.content_hash,
-            parser_key,
-            parsed.title,
-            Jsonb([element.to_json() for element in parsed.elements]),
-            len(parsed.elements),
-            parsed.text_chars,
-            parsed.duration_ms,
-        ),
-    )
-
-
-def documents_to_chunk(
-    conn: psycopg.Connection, source: str, parser_key: str, chunker_key: str
-) -> list[PendingDocument]:
-    rows = conn.execute(
-        """
-        SELECT d.doc_id, d.source, d.uri, d.relative_path, d.content_hash, d.mime_type,
-               d.encoding, p.title
-        FROM rag.documents d
-        JOIN rag.parsed_documents p
-          ON p.doc_id = d.doc_id AND p.content_hash = d.content_hash
-             AND p.parser_key = %(parser)s
-        WHERE d.source = %(source)s AND d.deleted_at IS NULL
-          AND NOT EXISTS (SELECT 1 FROM rag.quarantine q
-                          WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
-                            AND NOT (q.stage = 'chunk' AND q.processor_key <> %(chunker)s))
-          AND NOT EXISTS (SELECT 1 FROM rag.chunks c
-                          WHERE c.doc_id = d.doc_id AND c.content_hash = d.content_hash
-                            AND c.parser_key = %(parser)s AND c.chunker_key = %(chunker)s)
-        ORDER BY d.doc_id
-        """,
-        {"source": source, "parser": parser_key, "chunker": chunker_key},
-    ).fetchall()
-    return [PendingDocument(*row) for row in rows]
-
-
-def load_parsed_elements(
-    conn: psycopg.Connection, doc_id: str, content_hash: str, parser_key: str
-) -> list[ParsedElement]:
-    row = conn.execute(
-        "SELECT elements FROM rag.parsed_documents"
-        " WHERE doc_id = %s AND content_hash = %s AND parser_key = %s",
-        (doc_id, content_hash, parser_key),
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"{doc_id} has no parse for {content_hash[:12]} by {parser_key}")
-    elements = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    return [ParsedElement.from_json(element) for element in elements]
-
-
-def chunk_id_for(doc: PendingDocument, parser_key: str, chunker_key: str, ordinal: int) -> str:
-    key = f"{doc.doc_id}\x1f{doc.content_hash}\x1f{parser_key}\x1f{chunker_key}\x1f{ordinal}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def save_chunks(
-    conn: psycopg.Connection,
-    doc: PendingDocument,
-    parser_key: str,
-    chunker_key: str,
-    chunks: Sequence[Chunk],
-) -> int:
-    release_quarantine(conn, doc, "chunk")
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            """
-            INSERT INTO rag.chunks (chunk_id, doc_id, content_hash, parser_key, chunker_key,
-                ordinal, text, search_text, text_hash, token_count, heading_path,
-                element_start, element_end, char_start, char_end, page_numbers)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (chunk_id) DO NOTHING
-            """,
-            [
-                (
-                    chunk_id_for(doc, parser_key, chunker_key, chunk.ordinal),
-                    doc.doc_id,
-                    doc.content_hash,
-                    parser_key,
-                    chunker_key,
-                    chunk.ordinal,
-                    chunk.text,
-                    chunk.search_text,
-                    chunk.text_hash,
-                    chunk.token_count,
-                    list(chunk.heading_path),
-                    chunk.element_start,
-                    chunk.element_end,
-                    chunk.char_start,
-                    chunk.char_end,
-                    list(chunk.page_numbers),
-                )
-                for chunk in chunks
-            ],
-        )
-    return len(chunks)
-
-
-def texts_to_embed(
-    conn: psycopg.Connection, source: str, parser_key: str, chunker_key: str, model_key: str
-) -> list[tuple[str, str]]:
-    """(text hash, text) of the source's current chunks with no cached embedding for the model."""
-    return conn.execute(
-        """
-        SELECT DISTINCT ON (c.text_hash) c.text_hash, c.search_text
-        FROM rag.live_chunks(%s, %s) c
-        WHERE c.source = %s
-          AND NOT EXISTS (SELECT 1 FROM rag.embeddings e
-                          WHERE e.model_key = %s AND e.text_hash = c.text_hash)
-        ORDER BY c.text_hash
-        """,
-        (parser_key, chunker_key, source, model_key),
-    ).fetchall()
-
-
-def count_current_chunks(
-    conn: psycopg.Connection, source: str, parser_key: str, chunker_key: str
-) -> int:
-    row = conn.execute(
-        """
-        SELECT count(*) FROM rag.live_chunks(%s, %s) c WHERE c.source = %s
-        """,
-        (parser_key, chunker_key, source),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def save_embeddings(
-    conn: psycopg.Connection, model_key: str, text_hashes: Sequence[str], vectors: np.ndarray
-) -> None:
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO rag.embeddings (model_key, text_hash, embedding) VALUES (%s, %s, %s)"
-            " ON CONFLICT (model_key, text_hash) DO NOTHING",
-            [
-                (model_key, text_hash, vector)
-                for text_hash, vector in zip(text_hashes, vectors, strict=True)
-            ],
-        )

@@ -18,21 +18,20 @@ from psycopg.types.json import Jsonb
 
 from rag_pipeline.lib.chunking import Chunk
 from rag_pipeline.lib.parsing import ParsedElement
-from rag_pipeline.lib.pipeline_store import PendingDocument, release_quarantine
 from rag_pipeline.lib.redaction import (
     ElementFinding,
     RedactedDocument,
     RedactionPolicy,
 )
 from rag_pipeline.lib.safety import InjectionVerdict
+from rag_pipeline.lib.stores.pending import PendingDocument
+from rag_pipeline.lib.stores.quarantine import release_quarantine
 
 
 @dataclass(frozen=True)
 class SourceRedaction:
     redaction_key: str
     policy: RedactionPolicy
-
-
 
 
 def switch_source_redaction(
