@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -62,6 +60,7 @@ from rag_pipeline.lib.evaluation.beir import (
     read_qrels,
     select_subset,
 )
+from rag_pipeline.lib.evaluation.measurement import load_average, machine_info
 from rag_pipeline.lib.evaluation.metrics import document_ranking, evaluate, rank_scores
 from rag_pipeline.lib.parsing import ParsedElement
 
@@ -166,14 +165,6 @@ def inference_precision(embedder: SentenceTransformerEmbedder) -> str:
     return f"int8 + {precision}" if embedder.backend == OPENVINO_INT8 else precision
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
 def render_markdown(report: dict[str, Any]) -> str:
     figures = report["figures"]
     fast = report["fast_backend"]
@@ -193,8 +184,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['rounds']} rounds of {report['round_size']} texts, every backend embedding "
         "each round's texts in turn (order rotated each round); the speedup is the median "
         "over rounds of PyTorch's seconds over the backend's for the same texts, so a load "
-        "spike moves one round, not the figure. 1-minute load average at start and end: "
-        f"{machine['load_average_1m_at_start']} and {machine['load_average_1m_at_end']} on "
+        "spike moves one round, not the figure. Load average (1/5/15 min) at start and end: "
+        f"{machine['load_average_1_5_15']} and {report['load_average_at_end']} on "
         f"{machine['cpus']} cores shared with other work: absolute chunks/s vary with it.",
         "",
         "| backend | chunks/s (median round) | speedup median (range) | speedup of totals "
@@ -291,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         name: ndcg_at_10(doc_ids, vectors[name], query_vectors[name], qids, qrels)
         for name in embedders
     }
-    machine["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    load_at_end = load_average()
     round_sizes = [
         len(texts[start : start + args.round]) for start in range(0, len(texts), args.round)
     ]
@@ -343,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "ndcg_target_met": abs(figures["ndcg_delta"]) <= TARGET_NDCG_DELTA,
         "model_keys": {name: embedder.model_key for name, embedder in embedders.items()},
         "machine": machine,
+        "load_average_at_end": load_at_end,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)

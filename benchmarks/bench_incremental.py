@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import rag_pipeline  # noqa: F401  (offline environment before anything else is imported)
+from rag_pipeline.lib.evaluation.measurement import machine_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "beir" / "scifact" / "corpus.jsonl"
@@ -249,18 +248,6 @@ def check_retrieval(
         "added_doc_top_hit": bool(added_hits) and added_hits[0][0] == added_id,
         "added_doc_top_score": round(added_hits[0][1], 4) if added_hits else None,
         "serving_version_id": added_hits[0][2] if added_hits else None,
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    return {
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
     }
 
 

@@ -49,6 +49,7 @@ import rag_pipeline  # noqa: F401  (offline environment first)
 from rag_pipeline.lib import api_keys, database
 from rag_pipeline.lib.catalog import UserAccess, load_user_access
 from rag_pipeline.lib.embedding import load_embedder
+from rag_pipeline.lib.evaluation.measurement import machine_info, percentile
 from rag_pipeline.lib.index_versions import IndexKeys, build_candidate, promote
 from rag_pipeline.lib.progress import ProgressLog
 from rag_pipeline.lib.retrieval import RetrievalOptions, retrieve
@@ -301,11 +302,7 @@ def load(conn: psycopg.Connection, corpus: Corpus, layout: Layout, model_key: st
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
-    array = np.asarray(values, dtype=np.float64)
-    return {
-        "p50": round(float(np.percentile(array, 50)), 2),
-        "p95": round(float(np.percentile(array, 95)), 2),
-    }
+    return {"p50": round(percentile(values, 0.50), 2), "p95": round(percentile(values, 0.95), 2)}
 
 
 def readers() -> dict[str, UserAccess]:
@@ -520,13 +517,6 @@ def read_queries(corpus_dir: Path, count: int, seed: int) -> list[str]:
     return texts[:count]
 
 
-def machine() -> dict[str, object]:
-    return {
-        "cpus": os.cpu_count(),
-        "load_average_1_5_15": [round(value, 2) for value in os.getloadavg()],
-    }
-
-
 def build_report(args: argparse.Namespace, **parts: object) -> dict[str, object]:
     latency = parts["latency"]
     recall = parts["recall"]
@@ -575,7 +565,7 @@ def build_report(args: argparse.Namespace, **parts: object) -> dict[str, object]
         "build_candidate_s": parts["build_s"],
         "model_load_s": parts["model_load_s"],
         "machine": parts["machine"],
-        "machine_at_end": machine(),
+        "machine_at_end": machine_info(),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -736,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     query_count = args.queries or (20 if small else 200)
     http_seconds = args.http_seconds or (10.0 if small else 30.0)
     real = min(args.real, max(200, args.chunks // 25))
-    started_machine = machine()
+    started_machine = machine_info()
     log(f"load average at start {started_machine['load_average_1_5_15']}")
 
     model_started = time.perf_counter()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import rag_pipeline  # noqa: F401  (offline environment before anything else is imported)
+from rag_pipeline.lib.evaluation.measurement import machine_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BEIR = REPO_ROOT.parent / "shared" / "beir" / "scifact"
@@ -105,20 +105,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     else:
         args.docs = None
     return args
-
-
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    return {
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        # Other work on the machine slows every timing below; this says how busy it was.
-        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
-    }
 
 
 @dataclass
@@ -529,7 +515,7 @@ def render_markdown(**values: Any) -> str:
             "",
             f"Generated {values['finished_at']:%Y-%m-%d %H:%M} UTC (started "
             f"{values['started_at']:%H:%M}) on {machine['cpus']} CPUs "
-            f"(load average at start {machine['load_average_at_start']}), Python "
+            f"(load average at start {machine['load_average_1_5_15']}), Python "
             f"{machine['python']}, torch {machine['torch']}.",
             "",
             f"Index version {version['version_id']} ({version['status']}): "

@@ -40,6 +40,7 @@ from rag_pipeline.lib.catalog import UserAccess
 from rag_pipeline.lib.chunking import ChunkingConfig, chunk_document
 from rag_pipeline.lib.connectors import DiscoveredDocument
 from rag_pipeline.lib.embedding import Embedder
+from rag_pipeline.lib.evaluation.measurement import percentile
 from rag_pipeline.lib.parsing import PARSER_KEY, ParseError, parse_document
 from rag_pipeline.lib.retrieval import (
     HYBRID,
@@ -253,11 +254,6 @@ def evaluate(beir: Beir, run: Run, query_ids: Sequence[str] | None = None) -> di
         "recall_at_100": round(float(measures[R @ 100]), 4),
         "mrr_at_10": round(float(measures[RR @ 10]), 4),
     }
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def latency(timings: dict[str, list[float]]) -> dict[str, dict[str, float]]:

@@ -35,6 +35,7 @@ from rag_pipeline.lib.catalog import UserAccess
 from rag_pipeline.lib.embedding import Embedder
 from rag_pipeline.lib.evaluation.golden import GoldenQuestion, read_golden_set
 from rag_pipeline.lib.evaluation.judge import AnswerJudge, JudgeError, JudgeScores
+from rag_pipeline.lib.evaluation.measurement import percentile
 from rag_pipeline.lib.evaluation.metrics import document_ranking, evaluate, rank_scores
 from rag_pipeline.lib.retrieval.answer import EvidencePolicy, answer
 from rag_pipeline.lib.retrieval.generators import Generator
@@ -180,11 +181,7 @@ def reference_chunks(
 
 
 def _p95(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return float(values[0])
-    return float(statistics.quantiles(values, n=20, method="inclusive")[18])
+    return percentile(values, 0.95) if values else None
 
 
 def _mean(values: Sequence[float]) -> float | None:
