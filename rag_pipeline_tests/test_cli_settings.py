@@ -17,6 +17,12 @@ from rag_pipeline.cli import main
 from rag_pipeline.definitions import build_defs
 from rag_pipeline.lib import database
 from rag_pipeline.settings import ENVIRONMENT, Settings
+from rag_pipeline_tests.lib.test_embedding_dimension import (
+    NORMALIZE,
+    POOLING,
+    TRANSFORMER,
+    write_model_config,
+)
 from rag_pipeline_tests.test_crash_safety import create_empty_database
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -183,3 +189,28 @@ def test_unreachable_database_is_one_line(
     error = capsys.readouterr().err
     assert error.startswith("error:") and "Traceback" not in error
     assert error.count("\n") <= 3
+
+
+def test_a_model_whose_vectors_do_not_fit_is_refused_before_any_work(
+    cli_environment: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 768-dimensional model (configuration only: it is refused before any weight is read)."""
+    model = write_model_config(
+        tmp_path / "wide-model",
+        [TRANSFORMER, POOLING, NORMALIZE],
+        {"hidden_size": 768},
+        ["pooling_mode_mean_tokens"],
+    )
+    monkeypatch.setenv("RAG_EMBEDDING_MODEL", str(model))
+    assert main(["run"]) == 1
+    error = capsys.readouterr().err
+    assert "gives 768-dimensional vectors" in error and "vector(384)" in error
+    # No run was launched: nothing was parsed or chunked for a model that cannot store its vectors.
+    dagster_url = cli_environment["RAG_DAGSTER_PG_URL"].replace("+psycopg2", "")
+    with psycopg.connect(dagster_url) as conn:
+        has_runs_table = conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()
+        runs = conn.execute("SELECT count(*) FROM runs").fetchone() if has_runs_table[0] else (0,)
+    assert runs == (0,)

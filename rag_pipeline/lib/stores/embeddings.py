@@ -52,3 +52,16 @@ def save_embeddings(
                 for text_hash, vector in zip(text_hashes, vectors, strict=True)
             ],
         )
+
+
+def stored_dimension(conn: psycopg.Connection) -> int:
+    """The size of the vectors `rag.embeddings` stores (pgvector keeps it as the type modifier)."""
+    row = conn.execute(
+        """
+        SELECT a.atttypmod FROM pg_attribute a
+        WHERE a.attrelid = 'rag.embeddings'::regclass AND a.attname = 'embedding'
+        """
+    ).fetchone()
+    if row is None or int(row[0]) <= 0:
+        raise RuntimeError("rag.embeddings.embedding has no fixed dimension; see sql/003")
+    return int(row[0])
