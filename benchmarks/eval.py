@@ -332,13 +332,9 @@ def main(argv: list[str] | None = None) -> int:
 
         wanted = [name for name in args.configs.split(",") if name]
         configurations = [c for c in harness.CONFIGURATIONS if not wanted or c.name in wanted]
-        backend = harness.detect_backend()
-        log(f"[eval] retrieval entry point: {backend.name}")
         depth = args.depth or harness.DEFAULT_CHUNK_DEPTH
-        # The configured defaults (reranker, fusion...) under each configuration's own options,
-        # when the settings offer them; otherwise RetrievalOptions' defaults.
-        configured = getattr(settings, "retrieval_options", None)
-        base_options = configured() if callable(configured) else None
+        # The configured defaults (reranker, fusion...) under each configuration's own options.
+        base_options = settings.retrieval_options()
         access_for = harness.AccessResolver(out / "directory.yaml")
         results = []
         with database.connection(env.database_url) as conn:
@@ -351,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
                     configuration,
                     depth=depth,
                     version_id=args.version,
-                    backend=backend,
                     base_options=base_options,
                     progress=lambda message: log(f"[eval] {message}"),
                 )
@@ -432,7 +427,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{prefix}.index_version_status": version["status"],
             f"{prefix}.chunks": version["chunks"],
             f"{prefix}.chunk_depth": depth,
-            f"{prefix}.retrieval_entry_point": backend.name,
             **{f"{prefix}.timing.{key}": round(value, 2) for key, value in timings.items()},
             "per_query_file": "eval_per_query.jsonl",
             "generated_at": finished_at.isoformat(timespec="seconds"),
@@ -460,7 +454,6 @@ def main(argv: list[str] | None = None) -> int:
         started_at=started_at,
         finished_at=finished_at,
         depth=depth,
-        backend=backend.name,
     )
     (args.out / "eval.md").write_text(markdown, encoding="utf-8")
     print(markdown)
@@ -521,7 +514,7 @@ def render_markdown(**values: Any) -> str:
             f"Index version {version['version_id']} ({version['status']}): "
             f"{version['documents']:,} documents, {version['chunks']:,} chunks, "
             f"model `{version['model_key']}`. {values['questions']} judged queries. "
-            f"Retrieval through `{values['backend']}`, {values['depth']} chunks per query."
+            f"Retrieval through `retrieve`, {values['depth']} chunks per query."
             + (f" Best pipeline configuration: **{best}**." if best else ""),
             "",
             *markdown_table(values["rows"]),

@@ -25,7 +25,6 @@ from rag_pipeline.lib.evaluation.golden import (
 from rag_pipeline.lib.evaluation.metrics import document_ranking, evaluate, rank_scores
 from rag_pipeline.lib.evaluation.references import bm25_reference, dense_reference
 from rag_pipeline.lib.parsing import parse_document
-from rag_pipeline.lib.retrieval import RetrievalOptions
 from rag_pipeline_tests.fakes import HashedBagOfWordsEmbedder
 
 CORPUS = [
@@ -358,9 +357,7 @@ QUESTIONS = [
 ]
 
 
-def fake_backend(
-    calls: list[tuple[Any, ...]], fallback: str | None = None
-) -> harness.RetrievalBackend:
+def fake_retrieve(calls: list[tuple[Any, ...]], fallback: str | None = None) -> harness.Retrieve:
     def retrieve(conn: Any, access: Any, query: str, options: Any, embedder: Any, **kw: Any) -> Any:
         calls.append((access, query, options, kw))
         # Chunks of the same document repeat; the right document second for q2.
@@ -374,11 +371,11 @@ def fake_backend(
         )
         return _Result([_Hit(doc_id) for doc_id in ranking], fallback)
 
-    return harness.RetrievalBackend(retrieve, RetrievalOptions, None)
+    return retrieve
 
 
 def run_configuration(
-    backend: harness.RetrievalBackend, configuration: harness.Configuration
+    retrieve: harness.Retrieve, configuration: harness.Configuration
 ) -> harness.ConfigurationResult:
     return harness.evaluate_configuration(
         None,  # type: ignore[arg-type]  # the stand-in never touches a connection
@@ -388,13 +385,13 @@ def run_configuration(
         configuration,
         depth=40,
         version_id=4,
-        backend=backend,
+        retrieve_with=retrieve,
     )
 
 
 def test_harness_asks_each_question_with_the_configuration_and_scores_documents() -> None:
     calls: list[tuple[Any, ...]] = []
-    result = run_configuration(fake_backend(calls), harness.CONFIGURATIONS[0])
+    result = run_configuration(fake_retrieve(calls), harness.CONFIGURATIONS[0])
     assert result.status == "ok" and result.version_id == 4
     assert [(access, query) for access, query, _, _ in calls] == [
         ("zed", "stapler?"),
@@ -414,11 +411,8 @@ def test_harness_asks_each_question_with_the_configuration_and_scores_documents(
 
 def test_harness_reports_unavailable_and_fallen_back_configurations() -> None:
     unknown = harness.Configuration("reranked", {"mode": "nonsense"}, "not a mode")
-    result = run_configuration(fake_backend([]), unknown)
+    result = run_configuration(fake_retrieve([]), unknown)
     assert result.status == "unavailable" and "nonsense" in str(result.reason)
-    fell_back = run_configuration(fake_backend([], "embedder failed"), harness.CONFIGURATIONS[0])
+    fell_back = run_configuration(fake_retrieve([], "embedder failed"), harness.CONFIGURATIONS[0])
     assert fell_back.status == "failed" and "embedder failed" in str(fell_back.reason)
     assert fell_back.evaluation is None
-    only_search = harness.RetrievalBackend(None, None, lambda *args: [])
-    lexical = run_configuration(only_search, harness.CONFIGURATIONS[1])
-    assert lexical.status == "unavailable" and "only dense search" in str(lexical.reason)

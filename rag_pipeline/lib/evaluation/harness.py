@@ -5,10 +5,8 @@ is all it takes to evaluate it. Questions are asked as their principal, so permi
 exactly as they do for a user, against one index version: the serving one by default, or any
 version by id (a candidate can be measured before it is promoted).
 
-The entry point is `rag_pipeline.lib.retrieval.retrieve(conn, access, query, options, embedder,
-version_id=None)` with `RetrievalOptions(mode=..., limit=...)`. Where only the older
-`search(conn, embedder, query, access, limit)` exists (dense, serving version only), the vector
-configuration runs through it and the others are reported as unavailable, with the reason.
+Every question goes through `rag_pipeline.lib.retrieval.retrieve`, the entry point the CLI and
+the HTTP API call, with `RetrievalOptions(**configuration.options, limit=depth)`.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ import psycopg
 from rag_pipeline.lib.catalog import UserAccess, load_user_access
 from rag_pipeline.lib.embedding import Embedder
 from rag_pipeline.lib.evaluation.golden import GoldenQuestion
+from rag_pipeline.lib.evaluation.measurement import percentile
 from rag_pipeline.lib.evaluation.metrics import (
     REQUIRED_DEPTH,
     Evaluation,
@@ -34,6 +32,7 @@ from rag_pipeline.lib.evaluation.metrics import (
     evaluate,
     rank_scores,
 )
+from rag_pipeline.lib.retrieval import RetrievalOptions, RetrievalResult, retrieve
 
 # Chunks retrieved per question. Metrics are per document (a document ranks where its best
 # chunk ranks) and recall@100 needs 100 distinct documents: SciFact averages 2.4 chunks per
@@ -42,6 +41,7 @@ DEFAULT_CHUNK_DEPTH = 300
 PROGRESS_EVERY = 50
 
 Progress = Callable[[str], None]
+Retrieve = Callable[..., RetrievalResult]
 
 
 @dataclass(frozen=True)
@@ -71,39 +71,6 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
 
 
 @dataclass(frozen=True)
-class RetrievalBackend:
-    """What the retrieval package offers, found once (its API is being extended)."""
-
-    retrieve: Callable[..., Any] | None
-    options_type: Callable[..., Any] | None
-    search: Callable[..., Any] | None
-    problem: str | None = None
-
-    @property
-    def name(self) -> str:
-        if self.retrieve is not None and self.options_type is not None:
-            return "retrieve"
-        return "search" if self.search is not None else "none"
-
-
-@cache
-def detect_backend() -> RetrievalBackend:
-    """`retrieve` + `RetrievalOptions` when they exist, else `search`, else nothing (with why)."""
-    try:
-        from rag_pipeline.lib import retrieval
-    except ImportError as error:
-        return RetrievalBackend(None, None, None, f"rag_pipeline.lib.retrieval: {error}")
-    return RetrievalBackend(
-        retrieve=getattr(retrieval, "retrieve", None),
-        options_type=getattr(retrieval, "RetrievalOptions", None),
-        search=getattr(retrieval, "search", None),
-        problem=None
-        if hasattr(retrieval, "retrieve") or hasattr(retrieval, "search")
-        else "rag_pipeline.lib.retrieval has neither retrieve nor search",
-    )
-
-
-@dataclass(frozen=True)
 class QueryOutcome:
     question_id: str
     doc_ids: list[str]  # documents in rank order, at most REQUIRED_DEPTH
@@ -122,7 +89,6 @@ class ConfigurationResult:
     outcomes: list[QueryOutcome] = field(default_factory=list)
     seconds: float = 0.0
     version_id: int | None = None
-    backend: str = ""
 
     @property
     def latency_ms(self) -> dict[str, float]:
@@ -130,8 +96,8 @@ class ConfigurationResult:
         if not values:
             return {}
         return {
-            "p50": statistics.median(values),
-            "p95": values[min(len(values) - 1, round(0.95 * (len(values) - 1)))],
+            "p50": percentile(values, 0.50),
+            "p95": percentile(values, 0.95),
             "mean": statistics.fmean(values),
         }
 
@@ -143,7 +109,7 @@ class ConfigurationResult:
 
 
 class UnavailableError(RuntimeError):
-    """This configuration cannot run against the retrieval code present."""
+    """`RetrievalOptions` refuses this configuration's options."""
 
 
 class FellBackError(RuntimeError):
@@ -151,7 +117,7 @@ class FellBackError(RuntimeError):
 
 
 def _ask(
-    backend: RetrievalBackend,
+    retrieve_with: Retrieve,
     conn: psycopg.Connection,
     embedder: Embedder,
     access: UserAccess,
@@ -159,41 +125,25 @@ def _ask(
     configuration: Configuration,
     depth: int,
     version_id: int | None,
-    serving_version: Callable[[], int | None],
-    base_options: Any = None,
+    base_options: RetrievalOptions | None,
 ) -> list[Any]:
-    if backend.name == "retrieve":
-        assert backend.retrieve is not None and backend.options_type is not None
-        try:
-            if base_options is not None:
-                options = dataclasses.replace(base_options, **configuration.options, limit=depth)
-            else:
-                options = backend.options_type(**configuration.options, limit=depth)
-        except (TypeError, ValueError) as error:
-            raise UnavailableError(
-                f"RetrievalOptions refuses {configuration.options}: {error}"
-            ) from error
-        result = backend.retrieve(conn, access, question, options, embedder, version_id=version_id)
-        fallback = getattr(result, "fallback_reason", None)
-        if fallback:
-            # The figures would measure another mode than the configuration's.
-            raise FellBackError(
-                f"asked for {getattr(result, 'mode_requested', '?')}, answered by "
-                f"{getattr(result, 'mode_used', '?')}: {fallback}"
-            )
-        return list(result.hits)
-    if backend.name == "search":
-        assert backend.search is not None
-        if dict(configuration.options) != {"mode": "vector"}:
-            raise UnavailableError(
-                "rag_pipeline.lib.retrieval has no retrieve(): only dense search exists"
-            )
-        if version_id is not None and version_id != serving_version():
-            raise UnavailableError(
-                f"search() reads only the serving version ({serving_version()}), not {version_id}"
-            )
-        return list(backend.search(conn, embedder, question, access, depth))
-    raise UnavailableError(backend.problem or "no retrieval entry point")
+    try:
+        if base_options is not None:
+            options = dataclasses.replace(base_options, **configuration.options, limit=depth)
+        else:
+            options = RetrievalOptions(**configuration.options, limit=depth)
+    except (TypeError, ValueError) as error:
+        raise UnavailableError(
+            f"RetrievalOptions refuses {configuration.options}: {error}"
+        ) from error
+    result = retrieve_with(conn, access, question, options, embedder, version_id=version_id)
+    if result.fallback_reason:
+        # The figures would measure another mode than the configuration's.
+        raise FellBackError(
+            f"asked for {result.mode_requested}, answered by {result.mode_used}: "
+            f"{result.fallback_reason}"
+        )
+    return list(result.hits)
 
 
 def serving_version_id(conn: psycopg.Connection) -> int | None:
@@ -223,32 +173,27 @@ def evaluate_configuration(
     *,
     depth: int = DEFAULT_CHUNK_DEPTH,
     version_id: int | None = None,
-    backend: RetrievalBackend | None = None,
-    base_options: Any = None,
+    base_options: RetrievalOptions | None = None,
     progress: Progress | None = None,
+    retrieve_with: Retrieve = retrieve,
 ) -> ConfigurationResult:
     """Ask every question with `configuration`, then score the document rankings.
 
     `base_options` (a `RetrievalOptions`, e.g. the configured defaults) supplies every option the
     configuration does not set; without it, the option type's own defaults apply.
 
-    A configuration the retrieval code cannot run is `unavailable`; one that raises on a
-    question, or that retrieval answers in another mode, is `failed` with the reason (the other
-    configurations still run).
+    A configuration whose options `RetrievalOptions` refuses is `unavailable`; one that raises on
+    a question, or that retrieval answers in another mode, is `failed` with the reason (the other
+    configurations still run). `retrieve_with` stands in for `retrieve` in tests.
     """
-    backend = backend or detect_backend()
     say = progress or (lambda message: None)
-    result = ConfigurationResult(
-        configuration.name, configuration.description, "ok", backend=backend.name
-    )
-    # Only the `search` fallback asks (it cannot read any other version), once.
-    serving = cache(lambda: serving_version_id(conn))
+    result = ConfigurationResult(configuration.name, configuration.description, "ok")
     started = time.perf_counter()
     for number, question in enumerate(questions, 1):
         asked = time.perf_counter()
         try:
             hits = _ask(
-                backend,
+                retrieve_with,
                 conn,
                 embedder,
                 access_for(question),
@@ -256,7 +201,6 @@ def evaluate_configuration(
                 configuration,
                 depth,
                 version_id,
-                serving,
                 base_options,
             )
         except UnavailableError as error:
