@@ -22,13 +22,9 @@ def documents_to_chunk(
     rows = conn.execute(
         """
         SELECT d.doc_id, d.source, d.uri, d.relative_path, d.content_hash, d.mime_type,
-               d.encoding, p.title
-        FROM rag.documents d
-        JOIN rag.parsed_documents p
-          ON p.doc_id = d.doc_id AND p.content_hash = d.content_hash
-             AND p.parser_key = %(parser)s
-        WHERE d.source = %(source)s AND d.deleted_at IS NULL
-          AND NOT EXISTS (SELECT 1 FROM rag.quarantine q
+               d.encoding, d.title
+        FROM rag.parsed_documents_of(%(source)s, %(parser)s) d
+        WHERE NOT EXISTS (SELECT 1 FROM rag.quarantine q
                           WHERE q.doc_id = d.doc_id AND q.content_hash = d.content_hash
                             AND NOT (q.stage = 'chunk' AND q.processor_key <> %(chunker)s))
           AND NOT EXISTS (SELECT 1 FROM rag.chunks c
