@@ -102,8 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from rag_pipeline.definitions import build_defs
-    from rag_pipeline.lib.embedding import packaged_model_path
-    from rag_pipeline.lib.embedding_dimension import configured_dimension, require_fitting_dimension
+    from rag_pipeline.lib.embedding_dimension import require_configured_fit
     from rag_pipeline.lib.index_versions import active_version_id
     from rag_pipeline.lib.stores.embeddings import stored_dimension
     from rag_pipeline.lib.stores.quarantine import current_quarantine
@@ -112,11 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = current_settings()
     # A model whose vectors cannot be stored is refused before any source is parsed or chunked.
     with database.connection(_database_url(settings)) as conn:
-        require_fitting_dimension(
-            settings.embedding_model,
-            configured_dimension(packaged_model_path(settings.embedding_model)),
-            stored_dimension(conn),
-        )
+        require_configured_fit(settings.embedding_model, stored_dimension(conn))
     prepare_dagster_home(settings.data_dir)
     instance = dg.DagsterInstance.get()
     # Built now, not at import: the settings are those of this call's environment.

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rag_pipeline.lib.embedding import packaged_model_path
+
 # Pooling modes of a sentence-transformers `Pooling` module: each enabled one contributes one
 # word-embedding-sized block to the sentence vector.
 _POOLING_MODES = (
@@ -66,6 +68,14 @@ def configured_dimension(model_dir: Path) -> int | None:
         if dimension is None:
             return None
     return dimension
+
+
+def require_configured_fit(model_name: str, stored: int) -> None:
+    """`require_fitting_dimension` with the size the model's configuration declares: nothing is
+    loaded, so it can run before any work for the model."""
+    require_fitting_dimension(
+        model_name, configured_dimension(packaged_model_path(model_name)), stored
+    )
 
 
 def require_fitting_dimension(model_name: str, model_dimension: int | None, stored: int) -> None:

@@ -1,4 +1,6 @@
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 
@@ -6,10 +8,9 @@ from rag_pipeline.defs.catalog_metadata import LINEAGE_GROUP, row_count_metadata
 from rag_pipeline.defs.chunking.assets import chunks
 from rag_pipeline.defs.partitions import SOURCE_PARTITIONS, TRANSIENT_RETRY
 from rag_pipeline.defs.resources import ChunkingResource, EmbedderResource, PostgresResource
-from rag_pipeline.lib.embedding import packaged_model_path
 from rag_pipeline.lib.embedding_dimension import (
     EmbeddingDimensionError,
-    configured_dimension,
+    require_configured_fit,
     require_fitting_dimension,
 )
 from rag_pipeline.lib.parsing import PARSER_KEY
@@ -22,10 +23,11 @@ from rag_pipeline.lib.stores.embeddings import (
 )
 
 
-def _require_fitting_dimension(model_name: str, model_dimension: int | None, stored: int) -> None:
+@contextmanager
+def _fails_without_retry() -> Iterator[None]:
     """A model of the wrong size is configuration, not a transient fault: fail without retry."""
     try:
-        require_fitting_dimension(model_name, model_dimension, stored)
+        yield
     except EmbeddingDimensionError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
 
@@ -55,17 +57,15 @@ def chunk_embeddings(
     model_key = embedder.model_key()
     with postgres.connection() as conn:
         stored = stored_dimension(conn)
-        _require_fitting_dimension(
-            embedder.model_name,
-            configured_dimension(packaged_model_path(embedder.model_name)),
-            stored,
-        )
+        with _fails_without_retry():
+            require_configured_fit(embedder.model_name, stored)
         pending = texts_to_embed(conn, context.partition_key, PARSER_KEY, chunker_key, model_key)
         current = count_current_chunks(conn, context.partition_key, PARSER_KEY, chunker_key)
         embed_seconds = 0.0
         if pending:
             model = embedder.embedder()
-            _require_fitting_dimension(embedder.model_name, model.dimension, stored)
+            with _fails_without_retry():
+                require_fitting_dimension(embedder.model_name, model.dimension, stored)
             step = embedder.commit_batch_size
             progress = ProgressLog(context.log.info, "embedded", len(pending), "texts")
             for offset in range(0, len(pending), step):
